@@ -1,0 +1,284 @@
+"""The `sdart` command: generate images, read their parameters back, list samplers and models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Art from text prompts with Stable Diffusion, on a laptop CPU, a GPU or a cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def friendly_errors(debug: bool):
+    """Known failures become one clear message and an exit code; tracebacks only with --debug."""
+    from sdart.request import RequestError
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except RequestError as exc:
+        if debug:
+            raise
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    except Exception as exc:
+        from sdart.models import ModelLoadError
+        from sdart.output import OutputError
+
+        if debug:
+            raise
+        if isinstance(exc, (OutputError, ValueError)):
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
+        if isinstance(exc, ModelLoadError):
+            raise fail(str(exc)) from None
+        raise fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)") from None
+
+
+@contextmanager
+def cancel_on_ctrl_c():
+    """First Ctrl-C: stop after the current step and keep finished images. Second: stop now."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def handler(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        err.print("[yellow]stopping after this step… (Ctrl-C again to stop at once)[/]")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _request_fields_from_image(path: Path) -> dict[str, Any]:
+    from sdart.metadata import parse_infotext, read_infotext
+
+    if not path.is_file():
+        raise ValueError(f"--from = {str(path)!r}: no such file")
+    try:
+        text = read_infotext(path)
+    except OSError as exc:
+        raise ValueError(f"--from = {str(path)!r}: not a readable image ({exc})") from None
+    if not text:
+        raise ValueError(f"--from = {str(path)!r}: the image carries no `parameters` text")
+    parsed = parse_infotext(text)
+    fields = parsed.request_fields()
+    if "Model" in parsed.params:
+        fields["model"] = parsed.params["Model"]
+    return fields
+
+
+@app.command()
+def generate(
+    prompt: Optional[str] = typer.Argument(None, help="What to draw. Optional with --from."),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative", "-N", help="What to keep out of the image."),
+    steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Denoising steps [default: 25]."),
+    cfg_scale: Optional[float] = typer.Option(None, "--cfg", "--cfg-scale", help="Guidance scale [default: 7]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the first image (-1: random) [default: -1]."),
+    width: Optional[int] = typer.Option(None, "--width", "-W", help="Width in pixels, a multiple of 8 [default: the model's size]."),
+    height: Optional[int] = typer.Option(None, "--height", "-H", help="Height in pixels, a multiple of 8 [default: the model's size]."),
+    n_iter: Optional[int] = typer.Option(None, "--n-iter", "-n", help="How many batches to make (images = n × batch size)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per batch (one model call)."),
+    sampler_name: Optional[str] = typer.Option(None, "--sampler", help="A1111 sampler name [default: DPM++ 2M Karras]; see `sdart samplers`."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="A1111 schedule type: Automatic, Karras, Exponential, …"),
+    clip_skip: Optional[int] = typer.Option(None, "--clip-skip", help="Stop the text encoder this many layers early (1 = last layer)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Hub id, diffusers folder, checkpoint file or builtin:NAME [env: SDART_MODEL]."),
+    model_config_dir: Optional[Path] = typer.Option(None, "--model-config", help="Local diffusers folder with configs for a single-file checkpoint (needed offline)."),
+    from_image: Optional[Path] = typer.Option(None, "--from", help="Re-run the parameters stored in this PNG; other options override them."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where PNGs go [default: outputs] [env: SDART_OUTPUT_DIR]."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps [default: auto]."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, float16 or bfloat16 [default: auto]."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="balanced, low or minimal [default: balanced]."),
+    rng: Optional[str] = typer.Option(None, "--rng", help="Where noise is drawn: cpu (same image on any device) or device."),
+    safety_checker: Optional[bool] = typer.Option(None, "--safety-checker/--no-safety-checker", help="Check images with the model's safety checker and report flagged ones."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the UNet (slow first start, faster steps)."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable results on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Generate images from a prompt and save them as PNGs with their parameters."""
+    _configure_logging(debug)
+    with friendly_errors(debug):
+        from sdart.models import ModelLoadError, resolve
+        from sdart.output import ensure_writable_dir, save_image
+        from sdart.request import GenerationRequest
+        from sdart.settings import load_settings
+
+        # 1. Request: the image's parameters (--from), then every option given on the command line.
+        fields = _request_fields_from_image(from_image) if from_image else {}
+        if fields.get("model") and model is None:
+            try:
+                resolve(fields["model"])
+            except ModelLoadError:
+                err.print(f"[yellow]note:[/] the image was made with model {fields['model']!r}, which is not "
+                          "available here; using the default model (pass --model to choose).")
+                fields.pop("model")
+        given = dict(prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed,
+                     width=width, height=height, n_iter=n_iter, batch_size=batch_size, sampler_name=sampler_name,
+                     scheduler=scheduler, clip_skip=clip_skip, model=model)
+        fields.update({k: v for k, v in given.items() if v is not None})
+        if "prompt" not in fields:
+            raise ValueError("prompt: missing; give a prompt (or --from IMAGE)")
+        request = GenerationRequest.parse(fields)
+        settings = load_settings(model_config_dir=model_config_dir, output_dir=output_dir, device=device,
+                                 dtype=dtype, memory=memory, rng=rng, safety_checker=safety_checker, compile=compile)
+        # 2. Output folder: checked before minutes are spent on images.
+        folder = ensure_writable_dir(settings.output_dir)
+        # 3. Model.
+        from sdart.engine import Engine, GenerationCancelled
+
+        with err.status(f"loading {request.model or settings.model}…"):
+            engine = Engine(request.model or settings.model, settings=settings)
+        request = engine.resolve_request(request.replace(model=None))
+        err.print(f"[dim]{engine.reference} · {engine.model.family} · {engine.device} · "
+                  f"{str(engine.dtype).removeprefix('torch.')} · loaded in {engine.load_s:.1f} s · seed {request.seed}[/]")
+        # 4. Generate, saving each batch as soon as it is decoded.
+        saved: list[dict[str, Any]] = []
+        timings: list[dict[str, float]] = []
+        with cancel_on_ctrl_c() as cancel, _progress_bar(request) as on_step:
+            try:
+                for batch in engine.iter_batches(request, on_step=on_step, cancel=cancel):
+                    timings.append(batch.timings)
+                    for i, (image, text, image_seed) in enumerate(zip(batch.images, batch.infotexts, batch.seeds)):
+                        path = save_image(image, text, image_seed, folder)
+                        record = {"path": str(path), "seed": image_seed}
+                        if batch.nsfw is not None:
+                            record["nsfw"] = batch.nsfw[i]
+                        saved.append(record)
+            except GenerationCancelled:
+                pass
+        cancelled = len(saved) < request.images_total
+        _report(saved, timings, engine, request, cancelled, as_json)
+        if cancelled:
+            raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _report(saved, timings, engine, request, cancelled: bool, as_json: bool) -> None:
+    from sdart.engine import _summarise
+
+    summary = _summarise(timings, max(len(saved), 1), engine.load_s)
+    if as_json:
+        print(json.dumps({
+            "model": engine.reference, "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."),
+            "request": request.model_dump(), "images": saved, "timings": summary, "cancelled": cancelled,
+        }, indent=2))
+        return
+    for record in saved:
+        flag = "  [red](flagged by the safety checker)[/]" if record.get("nsfw") else ""
+        out.print(f"{record['path']}{flag}", highlight=False)
+    if saved:
+        err.print(f"[green]{len(saved)} image(s)[/] in {summary['total_s']:.1f} s "
+                  f"({summary.get('it_per_s', 0):.2f} it/s)")
+    if cancelled:
+        err.print(f"[yellow]cancelled:[/] {len(saved)} of {request.images_total} images finished and saved")
+
+
+@contextmanager
+def _progress_bar(request):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("generating", total=None, rate="")
+
+        def on_step(p) -> None:
+            label = f"batch {p.iteration + 1}/{p.iterations}" if p.iterations > 1 else "generating"
+            progress.update(task, total=p.total * p.iterations, completed=p.iteration * p.total + p.step,
+                            description=label, rate=f"{p.it_per_s:.2f} it/s")
+
+        yield on_step
+
+
+@app.command()
+def info(
+    image: Path = typer.Argument(..., help="A PNG made by sdart, A1111 or another tool that writes `parameters`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the parsed fields as JSON."),
+) -> None:
+    """Print the generation parameters stored in an image."""
+    from sdart.metadata import parse_infotext, read_infotext
+
+    if not image.is_file():
+        raise fail(f"image = {str(image)!r}: no such file", EXIT_BAD_INPUT)
+    try:
+        text = read_infotext(image)
+    except OSError as exc:
+        raise fail(f"image = {str(image)!r}: not a readable image ({exc})", EXIT_BAD_INPUT) from None
+    if not text:
+        raise fail(f"image = {str(image)!r}: carries no generation parameters", EXIT_FAILED)
+    if not as_json:
+        print(text)
+        return
+    parsed = parse_infotext(text)
+    print(json.dumps({"prompt": parsed.prompt, "negative_prompt": parsed.negative_prompt,
+                      "parameters": parsed.params, "request": parsed.request_fields()}, indent=2, ensure_ascii=False))
+
+
+@app.command()
+def samplers() -> None:
+    """List the sampler names (A1111 spelling) and schedule types."""
+    from sdart.samplers import SAMPLERS, SCHEDULE_TYPES
+
+    for s in SAMPLERS:
+        out.print(f"{s.name:<22} {s.scheduler_class:<34} {', '.join(s.aliases)}", highlight=False)
+    out.print(f"\nschedule types: {', '.join(SCHEDULE_TYPES)}", highlight=False)
+
+
+@app.command()
+def models() -> None:
+    """List the built-in models and the usual hub models."""
+    from sdart.models import builtin_models
+    from sdart.settings import DEFAULT_MODEL
+
+    for name in builtin_models():
+        out.print(f"builtin:{name}", highlight=False)
+    out.print(f"{DEFAULT_MODEL}  (default)", highlight=False)
+
+
+@app.command()
+def version() -> None:
+    """Print the sdart version."""
+    from sdart import __version__
+
+    print(__version__)
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,336 @@
+"""Model references → loaded diffusers pipelines, and loading errors → one-paragraph explanations.
+
+A reference is one of:
+- `builtin:NAME`: a model bundled with sdart (`sdart/builtin/NAME`, a diffusers folder);
+- a local diffusers folder (holding `model_index.json`);
+- a local single-file checkpoint (`.safetensors`, `.ckpt`, `.pt`, `.bin`) in the original LDM layout;
+- a Hugging Face hub id (`org/name`), downloaded once into the HF cache (token from `HF_TOKEN`, `.env`,
+  or `hf auth login`; `HF_HUB_OFFLINE=1` uses the cache only).
+The pipeline class (SD 1.x/2.x or SDXL, Turbo included) comes from the model itself: `model_index.json`
+for folders and hub repos, the checkpoint's keys for single files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+MOVED_MODELS = {
+    "runwayml/stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "runwayml/stable-diffusion-inpainting": "stable-diffusion-v1-5/stable-diffusion-inpainting",
+}
+_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+
+SourceKind = Literal["builtin", "folder", "single_file", "hub"]
+
+
+class ModelLoadError(Exception):
+    """A model that could not be loaded. `kind` says why; str() is a message for the user."""
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model reference."""
+
+    reference: str
+    source: SourceKind
+    location: str  # folder or file path, or hub id
+    config_dir: Path | None = None  # configs for a single-file checkpoint (offline use)
+
+    @property
+    def name(self) -> str:
+        """The short name A1111 writes as `Model:` (file stem, folder name or hub id)."""
+        if self.source == "hub":
+            return self.location
+        if self.source == "builtin":
+            return self.reference
+        return Path(self.location).stem if self.source == "single_file" else Path(self.location).name
+
+
+def builtin_models() -> list[str]:
+    if not BUILTIN_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "model_index.json").is_file())
+
+
+def resolve(reference: str, config_dir: str | Path | None = None) -> ModelSpec:
+    """Classify a model reference without loading it; ModelLoadError when it can't be a model."""
+    ref = reference.strip()
+    if not ref:
+        raise ModelLoadError("invalid", "model = '': give a hub id (org/name), a local folder or a checkpoint file")
+    if ref.startswith("builtin:"):
+        name = ref.removeprefix("builtin:")
+        folder = BUILTIN_DIR / name
+        if not (folder / "model_index.json").is_file():
+            known = ", ".join(f"builtin:{n}" for n in builtin_models()) or "none installed"
+            raise ModelLoadError("not_found", f"model = {ref!r}: no such built-in model (available: {known}).")
+        return ModelSpec(ref, "builtin", str(folder))
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                "not_a_model",
+                f"model = {ref!r}: this folder is not a diffusers model (it has no model_index.json). Point to the "
+                "folder that holds model_index.json, or to a single .safetensors/.ckpt checkpoint file.",
+            )
+        return ModelSpec(ref, "folder", str(path))
+    if path.is_file():
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise ModelLoadError(
+                "not_a_model",
+                f"model = {ref!r}: not a checkpoint file (expected one of {', '.join(SINGLE_FILE_SUFFIXES)}).",
+            )
+        config = Path(config_dir).expanduser() if config_dir else None
+        if config is not None and not (config / "model_index.json").is_file():
+            raise ModelLoadError(
+                "not_a_model", f"model_config_dir = {str(config)!r}: not a diffusers folder (no model_index.json)."
+            )
+        return ModelSpec(ref, "single_file", str(path), config_dir=config)
+    is_hub_id = _HUB_ID.match(ref) and not ref.startswith((".", "~")) and path.suffix.lower() not in SINGLE_FILE_SUFFIXES
+    if not is_hub_id:
+        raise ModelLoadError(
+            "missing_file",
+            f"model = {ref!r}: no such file or folder, and it is not a hub id of the form org/name.",
+        )
+    return ModelSpec(ref, "hub", ref)
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    pipeline: Any
+    family: str  # "sd1", "sd2", "sdxl"
+
+    @property
+    def native_size(self) -> int:
+        """The side the model was trained at: UNet latent size × VAE scale (512 SD1.x, 768 SD2-v, 1024 SDXL)."""
+        return int(self.pipeline.unet.config.sample_size) * int(self.pipeline.vae_scale_factor)
+
+    @cached_property
+    def hash(self) -> str | None:
+        """A1111-style short model hash: first 10 hex digits of the weights file's SHA-256."""
+        weights = _weights_file(self.spec)
+        return file_sha256(weights)[:10] if weights else None
+
+
+def _weights_file(spec: ModelSpec) -> Path | None:
+    if spec.source == "single_file":
+        return Path(spec.location)
+    if spec.source == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.safetensors"):
+            cached = try_to_load_from_cache(spec.location, name)
+            if isinstance(cached, str):
+                return Path(cached)
+        return None
+    unet = Path(spec.location) / "unet"
+    candidates = sorted(unet.glob("diffusion_pytorch_model*.safetensors")) or sorted(unet.glob("*.bin"))
+    return candidates[0] if candidates else None
+
+
+def _hash_cache_path() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "sdart" / "hashes.json"
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, cached by (path, size, mtime); hub blobs are named by their SHA-256 already."""
+    resolved = path.resolve()
+    if re.fullmatch(r"[0-9a-f]{64}", resolved.name):
+        return resolved.name
+    stat = resolved.stat()
+    key = f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}"
+    cache_file = _hash_cache_path()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    with open(resolved, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    cache[key] = digest.hexdigest()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(cache_file)
+    except OSError:
+        pass  # the hash is still right, just not remembered
+    return cache[key]
+
+
+def load(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool = False) -> LoadedModel:
+    """Load the pipeline on the CPU in `dtype`; the caller moves it to its device."""
+    try:
+        if spec.source == "single_file":
+            pipeline = _load_single_file(spec, dtype)
+        else:
+            pipeline = _load_pretrained(spec, dtype, safety_checker=safety_checker)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # every loader failure is classified; the original stays on __cause__
+        raise classify_error(exc, spec) from exc
+    return LoadedModel(spec, pipeline, _family(pipeline))
+
+
+def _family(pipeline) -> str:
+    if "XL" in type(pipeline).__name__:
+        return "sdxl"
+    return "sd2" if pipeline.text_encoder.config.hidden_size == 1024 else "sd1"
+
+
+def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool):
+    from diffusers import AutoPipelineForText2Image
+
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if not safety_checker:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if dtype != torch.float32 and _may_have_fp16_variant(spec):
+        try:
+            return AutoPipelineForText2Image.from_pretrained(spec.location, variant="fp16", **kwargs)
+        except (OSError, ValueError) as exc:
+            if "variant" not in str(exc) and not _is_missing_entry(exc):
+                raise
+            log.info("no fp16 weights variant for %s; loading the default weights", spec.reference)
+    return AutoPipelineForText2Image.from_pretrained(spec.location, **kwargs)
+
+
+def _may_have_fp16_variant(spec: ModelSpec) -> bool:
+    if spec.source == "hub":
+        return True
+    return any(Path(spec.location).glob("*/*.fp16.safetensors"))
+
+
+def _is_missing_entry(exc: BaseException) -> bool:
+    from huggingface_hub.errors import EntryNotFoundError
+
+    return any(isinstance(e, EntryNotFoundError) and not _is_offline(e) for e in _chain(exc))
+
+
+def _load_single_file(spec: ModelSpec, dtype: torch.dtype):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    is_xl = _single_file_is_sdxl(Path(spec.location))
+    cls = StableDiffusionXLPipeline if is_xl else StableDiffusionPipeline
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if spec.config_dir is not None:
+        kwargs.update(config=str(spec.config_dir), local_files_only=True)
+    if not is_xl:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    return cls.from_single_file(spec.location, **kwargs)
+
+
+def _single_file_is_sdxl(path: Path) -> bool:
+    """SDXL checkpoints carry two text encoders under `conditioner.embedders.*`."""
+    if path.suffix.lower() != ".safetensors":
+        return False  # .ckpt files are read by diffusers itself; SDXL ships as safetensors
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return any(key.startswith("conditioner.embedders.1.") for key in f.keys())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Error classification: diffusers wraps hub errors in plain OSError/ValueError; the cause is down the chain.
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _is_offline(exc: BaseException) -> bool:
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    return isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled))
+
+
+def classify_error(exc: BaseException, spec: ModelSpec) -> ModelLoadError:
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    ref = spec.reference
+    chain = list(_chain(exc))
+    for e in chain:
+        if isinstance(e, GatedRepoError):
+            return ModelLoadError(
+                "gated",
+                f"Model {ref!r} is gated: its licence must be accepted on https://huggingface.co/{spec.location} "
+                "while logged in, and this machine must send that account's token. Create a read token at "
+                "https://huggingface.co/settings/tokens and set HF_TOKEN (in the environment or in a .env file "
+                "here), or run `hf auth login`.",
+            )
+    for e in chain:
+        if isinstance(e, RepositoryNotFoundError):
+            moved = MOVED_MODELS.get(spec.location)
+            hint = f" It has moved: use --model {moved}." if moved else " Check the spelling (org/name), or, for a private repo, set HF_TOKEN."
+            return ModelLoadError("not_found", f"Model {ref!r} was not found on the Hugging Face hub.{hint}")
+        if isinstance(e, RevisionNotFoundError):
+            return ModelLoadError("not_found", f"Model {ref!r}: the requested revision does not exist on the hub.")
+    for e in chain:
+        if _is_offline(e) or isinstance(e, ConnectionError) or type(e).__name__ in ("ConnectError", "ConnectTimeout"):
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub could not be reached"
+            if spec.source == "single_file":
+                return ModelLoadError(
+                    "offline",
+                    f"Checkpoint {ref!r} needs its model configs, which are not cached and {why}. Pass "
+                    "--model-config DIR (or SDART_MODEL_CONFIG_DIR), a local diffusers folder of the same "
+                    "architecture (SD 1.x, SD 2.x or SDXL), or connect once to cache them.",
+                )
+            return ModelLoadError(
+                "offline",
+                f"Model {ref!r} is not in the local cache and {why}. Connect once to download it (it is then "
+                "cached under HF_HOME), or use a local model: --model PATH to a diffusers folder or a "
+                ".safetensors checkpoint, or --model builtin:shapes for the bundled demo model.",
+            )
+    for e in chain:
+        if isinstance(e, HfHubHTTPError):
+            return ModelLoadError("hub", f"Model {ref!r}: the hub answered with an error: {e}")
+    text = " ".join(str(e) for e in chain).lower()
+    corrupt_signs = ("deserializ", "header", "incomplete", "invalid load key", "unpickling", "truncated",
+                     "unexpected eof", "ran out of input", "pytorchstreamreader", "not a zip", "metadata")
+    if any(type(e).__name__ == "SafetensorError" for e in chain) or any(s in text for s in corrupt_signs):
+        return ModelLoadError(
+            "corrupt",
+            f"Model {ref!r}: a weights file is corrupt or incomplete ({_first_line(exc)}). Delete it and download "
+            "it again (for hub models: remove its folder under the HF cache, or `hf cache delete`).",
+        )
+    return ModelLoadError(
+        "invalid",
+        f"Model {ref!r} could not be loaded as a Stable Diffusion text-to-image model: {_first_line(exc)}",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    root = list(_chain(exc))[-1]
+    text = str(root).strip().splitlines()
+    return f"{type(root).__name__}: {text[0] if text else ''}".strip()

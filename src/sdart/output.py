@@ -1,0 +1,62 @@
+"""Saving images: numbered PNG names (`00012-42.png`: counter, seed), never overwriting, never half-written."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from sdart.metadata import png_info
+
+_NUMBERED = re.compile(r"^(\d{5,})-")
+
+
+class OutputError(OSError):
+    """The output folder can't be used; the message names it and says why."""
+
+
+def ensure_writable_dir(directory: str | Path) -> Path:
+    """Create the folder if needed and prove it is writable, before any work is spent on images."""
+    path = Path(directory).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".sdart-write-test-"):
+            pass
+    except FileExistsError:
+        raise OutputError(f"output_dir = {str(path)!r}: exists and is not a folder") from None
+    except OSError as exc:
+        raise OutputError(f"output_dir = {str(path)!r}: not writable ({exc.strerror or exc})") from None
+    return path
+
+
+def next_number(directory: Path) -> int:
+    numbers = [int(m.group(1)) for p in directory.iterdir() if (m := _NUMBERED.match(p.name))]
+    return max(numbers, default=0) + 1
+
+
+def save_image(image: Image.Image, infotext: str | None, seed: int, directory: str | Path) -> Path:
+    """Write `image` as `NNNNN-SEED.png` with its infotext; returns the path.
+
+    The PNG is written to a temporary file and hard-linked into place: a link fails when the name exists
+    (so nothing is overwritten, even by a concurrent writer), and the file under the final name is complete.
+    """
+    folder = ensure_writable_dir(directory)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".sdart-", suffix=".png.tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            image.save(tmp, format="PNG", pnginfo=png_info(infotext) if infotext else None)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        number = next_number(folder)
+        while True:
+            target = folder / f"{number:05d}-{seed}.png"
+            try:
+                os.link(tmp_name, target)
+                return target
+            except FileExistsError:
+                number += 1
+    finally:
+        os.unlink(tmp_name)

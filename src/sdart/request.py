@@ -1,0 +1,116 @@
+"""The one generation request every front end builds: validated once, frozen.
+
+Field names follow A1111's API (`cfg_scale`, `sampler_name`, `n_iter`, …) so that an A1111 payload, a CLI call,
+a batch line and a Python call all mean the same thing. Invalid input raises `RequestError`, whose message names
+each bad field and the value it was given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sdart.samplers import DEFAULT_SAMPLER, effective_schedule, find_sampler, find_schedule_type
+
+MAX_SEED = 2**32 - 1  # A1111 and most UIs treat seeds as unsigned 32-bit integers.
+MAX_SIDE = 4096
+MAX_STEPS = 500
+
+
+class RequestError(ValueError):
+    """Bad request fields. `errors` is a list of (field, value, message); str() is one line per field."""
+
+    def __init__(self, errors: list[tuple[str, Any, str]]):
+        self.errors = errors
+        super().__init__("\n".join(f"{name} = {_short(value)}: {message}" for name, value, message in errors))
+
+    @classmethod
+    def from_validation_error(cls, exc: ValidationError) -> RequestError:
+        errors = []
+        for err in exc.errors():
+            name = ".".join(str(part) for part in err["loc"]) or "request"
+            message = err["msg"].removeprefix("Value error, ")
+            errors.append((name, err.get("input"), message))
+        return cls(errors)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class GenerationRequest(BaseModel):
+    """What to generate. `width`/`height` of None mean "the model's native size"; seed -1 means random."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = Field(25, ge=1, le=MAX_STEPS)
+    cfg_scale: float = Field(7.0, ge=0.0, le=100.0, validation_alias=AliasChoices("cfg_scale", "guidance_scale", "cfg"))
+    seed: int = Field(-1, ge=-1, le=MAX_SEED)
+    width: int | None = Field(None, ge=8, le=MAX_SIDE)
+    height: int | None = Field(None, ge=8, le=MAX_SIDE)
+    batch_size: int = Field(1, ge=1, le=64)
+    n_iter: int = Field(1, ge=1, le=10_000, validation_alias=AliasChoices("n_iter", "batch_count"))
+    sampler_name: str = Field(DEFAULT_SAMPLER, validation_alias=AliasChoices("sampler_name", "sampler"))
+    scheduler: str = Field("Automatic", validation_alias=AliasChoices("scheduler", "schedule_type"))
+    clip_skip: int = Field(1, ge=1, le=12)
+    model: str | None = None
+
+    @field_validator("cfg_scale")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError(f"must be a multiple of 8 (the VAE works on 8×8 blocks); nearest: {round(value / 8) * 8 or 8}")
+        return value
+
+    @field_validator("sampler_name")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        return find_sampler(value).name
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        return find_schedule_type(value)
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+    @model_validator(mode="after")
+    def _schedule_fits_sampler(self) -> GenerationRequest:
+        try:
+            effective_schedule(find_sampler(self.sampler_name), self.scheduler)
+        except ValueError as exc:
+            raise ValueError(f"scheduler: {exc}") from None
+        return self
+
+    @classmethod
+    def parse(cls, fields: dict[str, Any] | None = None, **more: Any) -> GenerationRequest:
+        """Validate `fields` (and keyword fields), raising RequestError with one line per bad field."""
+        try:
+            return cls.model_validate({**(fields or {}), **more})
+        except ValidationError as exc:
+            raise RequestError.from_validation_error(exc) from None
+
+    def replace(self, **changes: Any) -> GenerationRequest:
+        """A validated copy with some fields changed."""
+        return GenerationRequest.parse({**self.model_dump(), **changes})
+
+    @property
+    def images_total(self) -> int:
+        return self.batch_size * self.n_iter

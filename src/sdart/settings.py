@@ -1,0 +1,54 @@
+"""Configuration: CLI flags > environment (`SDART_*`) > `.env` in the working directory > defaults.
+
+Loaded once by a front end and passed down; nothing here runs at import. `load_settings` also exports the
+`.env` file into the process environment *before* anything imports huggingface_hub, because the hub reads
+`HF_TOKEN`, `HF_HOME` and `HF_HUB_OFFLINE` when it is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import load_dotenv
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+
+Device = Literal["auto", "cpu", "cuda", "mps"] | str  # "cuda:1" etc. are accepted too
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+MemoryMode = Literal["balanced", "low", "minimal"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SDART_", env_file=".env", extra="ignore", protected_namespaces=())
+
+    model: str = DEFAULT_MODEL
+    # Local diffusers folder holding the configs a single-file checkpoint needs when the hub is unreachable.
+    model_config_dir: Path | None = None
+    device: str = "auto"
+    dtype: DType = "auto"
+    memory: MemoryMode = "balanced"
+    rng: Literal["cpu", "device"] = "cpu"
+    safety_checker: bool = False
+    output_dir: Path = Path("outputs")
+
+    # Speed options (see sdart.device.SpeedOptions).
+    channels_last: bool = True
+    fuse_qkv: bool = True
+    compile: bool = False
+    compile_cache_dir: Path | None = None
+    threads: int | None = None
+
+    # Server.
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+    data_dir: Path = Path("sdart-data")
+    api_key: str | None = None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from `.env` and the environment, with explicit (non-None) overrides on top."""
+    load_dotenv(Path.cwd() / ".env", override=False)
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
