@@ -272,6 +272,13 @@ def version() -> None:
     print(__version__)
 
 
+from sdart.server.cli import serve  # noqa: E402 - imports only typer; the server loads inside the command
+
+app.command()(serve)
+from sdart.batch_cli import batch  # noqa: E402 - imports only typer; the batch runner loads inside the command
+app.command()(batch)
+
+
 def _configure_logging(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

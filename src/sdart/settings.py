@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     port: int = Field(7860, ge=1, le=65535)
     data_dir: Path = Path("sdart-data")
     api_key: str | None = None
+    # Limits on what one request may ask for (the request model's own bounds are the hard ceiling).
+    max_side: int = Field(2048, ge=8)  # width and height, pixels
+    max_steps: int = Field(150, ge=1)
+    max_images: int = Field(16, ge=1)  # batch_size × n_iter of one job
+    max_prompt_chars: int = Field(4000, ge=1)  # prompt and negative prompt, each
+    max_queue: int = Field(200, ge=1)  # queued jobs; beyond this, submissions get 429 + Retry-After
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # png-info uploads carry a base64 image
+    cors_origins: list[str] = Field(default_factory=list)  # empty: no CORS headers at all
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,0 +1,214 @@
+"""The A1111-compatible API under /sdapi/v1, run through the same queue as the native API.
+
+Field names, defaults and response shapes follow A1111's modules/api/models.py and api.py, so existing clients
+(the `webuiapi` library, scripts, editor plug-ins) work unchanged. Fields sdart has no use for (hires fix,
+scripts, face restoration, …) are accepted and ignored, as A1111 ignores what an extension doesn't read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+from PIL import Image, UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
+
+from sdart.metadata import parse_infotext
+from sdart.models import ModelLoadError
+from sdart.request import GenerationRequest, RequestError
+from sdart.samplers import SAMPLERS, SCHEDULE_TYPES
+from sdart.server.admission import Server, submit
+from sdart.server.catalog import title
+from sdart.server.errors import FieldErrors
+from sdart.server.native import find_job, get_server
+
+router = APIRouter(prefix="/sdapi/v1", tags=["A1111-compatible"])
+ServerDep = Annotated[Server, Depends(get_server)]
+
+# A1111's StableDiffusionTxt2ImgProcessingAPI defaults (sampler_index "Euler" is what a missing
+# sampler_name falls back to); everything else is GenerationRequest's default.
+A1111_DEFAULTS: dict[str, Any] = {"prompt": "", "negative_prompt": "", "steps": 50, "cfg_scale": 7.0, "seed": -1,
+                                  "width": 512, "height": 512, "batch_size": 1, "n_iter": 1, "sampler_name": "Euler",
+                                  "scheduler": "Automatic"}
+# override_settings keys that map to request fields.
+OVERRIDES = {"CLIP_stop_at_last_layers": "clip_skip", "sd_model_checkpoint": "model"}
+
+
+def to_request(payload: Any) -> GenerationRequest:
+    """An A1111 txt2img payload → GenerationRequest; FieldErrors name the A1111 field that is wrong."""
+    if not isinstance(payload, dict):
+        raise FieldErrors.one(("body",), payload, "must be a JSON object of txt2img fields")
+    fields = {name: payload[name] for name in A1111_DEFAULTS if payload.get(name) is not None}
+    if "sampler_name" not in fields and payload.get("sampler_index") is not None:
+        fields["sampler_name"] = payload["sampler_index"]
+    overrides = payload.get("override_settings") or {}
+    if not isinstance(overrides, dict):
+        raise FieldErrors.one(("body", "override_settings"), overrides, "must be an object of setting: value")
+    for key, name in OVERRIDES.items():
+        if overrides.get(key) is not None:
+            fields[name] = overrides[key]
+    try:
+        return GenerationRequest.parse({**A1111_DEFAULTS, **fields})
+    except RequestError as exc:
+        raise FieldErrors.from_request_error(exc) from None
+
+
+@router.post("/txt2img", summary="A1111 txt2img: queue a job and answer when it is done")
+async def txt2img(server: ServerDep, payload: Annotated[Any, Body()] = None) -> dict[str, Any]:
+    request = to_request(payload)
+    job = await run_in_threadpool(submit, server, request, "a1111")
+    # A1111 blocks until the images exist; so do we, but the job runs in the queue like any other.
+    queue = server.hub.subscribe(job.id)
+    try:
+        while not (job := find_job(server, job.id)).finished:
+            try:
+                await asyncio.wait_for(_until_done(queue), timeout=5.0)
+            except TimeoutError:  # re-read the store: the job may have ended before we subscribed
+                pass
+    finally:
+        server.hub.unsubscribe(job.id, queue)
+    if job.status == "failed":
+        raise FieldErrors.one(("body",), None, f"generation failed: {job.error}", status=500)
+    records = server.store.images(job.id)
+    send_images = payload.get("send_images", True) is not False
+    images = [await run_in_threadpool(_b64_file, server.images_dir / r.filename) for r in records] if send_images else []
+    return {"images": images, "parameters": {**payload, **request.model_dump(exclude={"model"})},
+            "info": json.dumps(_info(server, job.request, records, job.status == "cancelled"))}
+
+
+async def _until_done(queue: asyncio.Queue) -> None:
+    while (await queue.get())["event"] != "done":
+        pass
+
+
+def _b64_file(path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _info(server: Server, request: GenerationRequest, records, interrupted: bool) -> dict[str, Any]:
+    """A1111's `Processed.js()` fields that clients read."""
+    seeds = [r.seed for r in records]
+    return {
+        "prompt": request.prompt, "all_prompts": [request.prompt] * len(records),
+        "negative_prompt": request.negative_prompt, "all_negative_prompts": [request.negative_prompt] * len(records),
+        "seed": seeds[0] if seeds else request.seed, "all_seeds": seeds,
+        "subseed": -1, "all_subseeds": [-1] * len(records), "subseed_strength": 0,
+        "width": request.width, "height": request.height, "sampler_name": request.sampler_name,
+        "scheduler": request.scheduler, "cfg_scale": request.cfg_scale, "steps": request.steps,
+        "batch_size": request.batch_size, "clip_skip": request.clip_skip, "restore_faces": False,
+        "sd_model_name": server.engine.model.spec.name, "sd_model_hash": server.engine.model.hash,
+        "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": None,
+        "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": [r.infotext for r in records],
+        "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "is_using_inpainting_conditioning": False,
+        "interrupted": interrupted,
+    }
+
+
+@router.get("/progress", summary="A1111 progress of the running job")
+def progress(server: ServerDep) -> dict[str, Any]:
+    running = server.worker.running_job_id()
+    event = server.hub.progress(running) if running else None
+    counts = server.store.counts()
+    return {
+        "progress": event["fraction"] if event else 0.0,
+        "eta_relative": (event["eta_s"] or 0.0) if event else 0.0,
+        "state": {"skipped": False, "interrupted": False, "job": f"job {running}" if running else "",
+                  "job_count": counts["queued"] + counts["running"], "job_timestamp": "0",
+                  "job_no": event["iteration"] if event else 0,
+                  "sampling_step": event["step"] if event else 0, "sampling_steps": event["total"] if event else 0},
+        "current_image": None,  # live previews are not decoded: it would slow every step down
+        "textinfo": None,
+    }
+
+
+@router.post("/interrupt", summary="A1111 interrupt: stop the running job after its current step")
+def interrupt(server: ServerDep) -> dict[str, Any]:
+    server.worker.cancel_running()
+    return {}
+
+
+@router.post("/skip", summary="A1111 skip: same as interrupt (sdart jobs are not split into skippable parts)")
+def skip(server: ServerDep) -> dict[str, Any]:
+    server.worker.cancel_running()
+    return {}
+
+
+@router.get("/sd-models", summary="A1111 checkpoint list")
+def sd_models(server: ServerDep) -> list[dict[str, Any]]:
+    return [{"title": title(e), "model_name": e.name, "hash": e.hash, "sha256": None, "filename": e.name,
+             "config": None} for e in server.catalog.entries()]
+
+
+@router.post("/refresh-checkpoints")
+def refresh_checkpoints() -> None:
+    return None
+
+
+@router.get("/samplers", summary="A1111 sampler list")
+def samplers() -> list[dict[str, Any]]:
+    return [{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SAMPLERS]
+
+
+@router.get("/schedulers", summary="A1111 schedule types")
+def schedulers() -> list[dict[str, Any]]:
+    return [{"name": name.lower(), "label": name, "aliases": None, "default_rho": -1, "need_inner_model": False}
+            for name in SCHEDULE_TYPES]
+
+
+@router.get("/scripts", summary="A1111 script list (sdart has none)")
+def scripts() -> dict[str, list[str]]:
+    return {"txt2img": [], "img2img": []}
+
+
+@router.get("/options", summary="A1111 options (the ones sdart has)")
+def get_options(server: ServerDep) -> dict[str, Any]:
+    loaded = next(e for e in server.catalog.entries() if e.loaded)
+    return {"sd_model_checkpoint": title(loaded), "sd_checkpoint_hash": loaded.hash,
+            "CLIP_stop_at_last_layers": 1, "samples_format": "png"}
+
+
+@router.post("/options", summary="A1111 options: `sd_model_checkpoint` switches the model; others are ignored")
+def set_options(server: ServerDep, payload: Annotated[Any, Body()] = None) -> None:
+    if not isinstance(payload, dict):
+        raise FieldErrors.one(("body",), payload, "must be a JSON object of option: value")
+    name = payload.get("sd_model_checkpoint")
+    if name is None:
+        return None
+    entry = server.catalog.find(str(name))
+    if entry is None:
+        raise FieldErrors.one(("body", "sd_model_checkpoint"), name,
+                              f"unknown model; this server has: {', '.join(server.catalog.names())}")
+    if not entry.loaded:
+        try:
+            # Waits for the running job: the worker and this switch take turns on the engine.
+            server.worker.with_engine(lambda engine: engine.load(entry.reference))
+        except ModelLoadError as exc:
+            raise FieldErrors.one(("body", "sd_model_checkpoint"), name, str(exc)) from None
+    return None
+
+
+@router.post("/png-info", summary="A1111 png-info: the generation parameters stored in an image")
+def png_info(payload: Annotated[Any, Body()] = None) -> dict[str, Any]:
+    if not isinstance(payload, dict) or not isinstance(payload.get("image"), str) or not payload["image"]:
+        raise FieldErrors.one(("body", "image"), (payload or {}).get("image") if isinstance(payload, dict) else payload,
+                              "must be a base64-encoded image (optionally a data: URL)")
+    data = payload["image"].split(",", 1)[1] if payload["image"].startswith("data:") else payload["image"]
+    try:
+        raw = base64.b64decode(data, validate=True)
+        with Image.open(io.BytesIO(raw)) as image:
+            items = {key: value for key, value in image.info.items() if isinstance(value, str)}
+    except (binascii.Error, ValueError):
+        raise FieldErrors.one(("body", "image"), payload["image"], "is not valid base64") from None
+    except (UnidentifiedImageError, OSError):
+        raise FieldErrors.one(("body", "image"), payload["image"], "is base64 but not an image") from None
+    text = items.pop("parameters", "")
+    parsed = parse_infotext(text) if text else None
+    parameters = ({"Prompt": parsed.prompt, "Negative prompt": parsed.negative_prompt, **parsed.params}
+                  if parsed else {})
+    return {"info": text, "items": items, "parameters": parameters}

@@ -1,0 +1,74 @@
+"""Letting a request into the queue: the server's limits, the model name, and the queue length.
+
+Both APIs and the web page submit through `submit`, so a limit is enforced in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdart.engine import Engine
+from sdart.request import GenerationRequest
+from sdart.server.catalog import ModelCatalog
+from sdart.server.errors import FieldErrors
+from sdart.server.events import EventHub
+from sdart.server.store import Job, JobStore
+from sdart.server.worker import Worker
+from sdart.settings import Settings
+
+# Seconds a client told "queue full" should wait: roughly one short job.
+RETRY_AFTER_S = 10
+
+
+@dataclass
+class Server:
+    """Everything a route needs, built once by the app's lifespan."""
+
+    settings: Settings
+    engine: Engine
+    store: JobStore
+    hub: EventHub
+    worker: Worker
+    catalog: ModelCatalog
+    images_dir: Path
+
+
+def check_limits(request: GenerationRequest, settings: Settings) -> None:
+    """FieldErrors naming every field over the configured limits."""
+    errors: list[tuple[tuple[str, ...], object, str]] = []
+    for name in ("width", "height"):
+        value = getattr(request, name)
+        if value is not None and value > settings.max_side:
+            errors.append((("body", name), value, f"must be at most {settings.max_side} on this server (max_side)"))
+    if request.steps > settings.max_steps:
+        errors.append((("body", "steps"), request.steps,
+                       f"must be at most {settings.max_steps} on this server (max_steps)"))
+    if request.images_total > settings.max_images:
+        errors.append((("body", "batch_size"), request.batch_size,
+                       f"batch_size × n_iter = {request.images_total} images; at most {settings.max_images} per job "
+                       "on this server (max_images)"))
+    for name in ("prompt", "negative_prompt"):
+        text = getattr(request, name)
+        if len(text) > settings.max_prompt_chars:
+            errors.append((("body", name), text, f"is {len(text)} characters; at most {settings.max_prompt_chars} "
+                                                 "on this server (max_prompt_chars)"))
+    if errors:
+        raise FieldErrors(errors)
+
+
+def submit(server: Server, request: GenerationRequest, source: str) -> Job:
+    """Check, queue and wake the worker; FieldErrors (422, or 429 when the queue is full) otherwise."""
+    check_limits(request, server.settings)
+    if request.model is not None:
+        entry = server.catalog.find(request.model)
+        if entry is None:
+            raise FieldErrors.one(("body", "model"), request.model,
+                                  f"unknown model; this server has: {', '.join(server.catalog.names())}")
+        request = request.replace(model=entry.reference)
+    job = server.store.add(request, source, max_queued=server.settings.max_queue)
+    if job is None:
+        raise FieldErrors.one(("body",), None, f"the queue is full ({server.settings.max_queue} jobs waiting); "
+                              f"retry in {RETRY_AFTER_S} s", status=429, headers={"Retry-After": str(RETRY_AFTER_S)})
+    server.worker.notify()
+    return job

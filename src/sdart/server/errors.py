@@ -1,0 +1,63 @@
+"""One shape for every client error, on both APIs: FastAPI's own `{"detail": [{"loc", "msg", "input"}]}`.
+
+`loc` names the field (`["body", "steps"]`, `["path", "image_id"]`), `msg` says what is wrong with it in the
+words of `GenerationRequest`'s validators, `input` echoes the value. A1111 clients already read this shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from sdart.request import RequestError
+
+_MAX_ECHO = 200  # characters of a bad value echoed back (a huge prompt is not worth returning)
+
+
+class FieldErrors(Exception):
+    """Bad input in named fields: (location, value, message) each; answered with `status`."""
+
+    def __init__(self, errors: list[tuple[tuple[str, ...], Any, str]], status: int = 422,
+                 headers: dict[str, str] | None = None):
+        self.errors = errors
+        self.status = status
+        self.headers = headers
+        super().__init__("; ".join(f"{'.'.join(loc)}: {msg}" for loc, _, msg in errors))
+
+    @classmethod
+    def from_request_error(cls, exc: RequestError, where: str = "body") -> FieldErrors:
+        return cls([((where, *name.split(".")), value, message) for name, value, message in exc.errors])
+
+    @classmethod
+    def one(cls, loc: tuple[str, ...], value: Any, message: str, status: int = 422, **kw: Any) -> FieldErrors:
+        return cls([(loc, value, message)], status, **kw)
+
+
+def _echo(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _MAX_ECHO:
+        return value[:_MAX_ECHO] + "…"
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    text = repr(value)
+    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "…"
+
+
+def error_body(errors: list[tuple[tuple[Any, ...], Any, str]]) -> dict[str, Any]:
+    return {"detail": [{"loc": list(loc), "msg": msg, "input": _echo(value)} for loc, value, msg in errors]}
+
+
+def install(app: FastAPI) -> None:
+    """Answer FieldErrors and FastAPI's own validation errors in the one shape."""
+
+    @app.exception_handler(FieldErrors)
+    async def _field_errors(request: Request, exc: FieldErrors) -> JSONResponse:
+        return JSONResponse(error_body(exc.errors), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [(tuple(err["loc"]), err.get("input"), str(err["msg"]).removeprefix("Value error, "))
+                  for err in exc.errors()]
+        return JSONResponse(error_body(errors), status_code=422)
