@@ -36,15 +36,19 @@ def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
 @contextmanager
 def friendly_errors(debug: bool):
     """Known failures become one clear message and an exit code; tracebacks only with --debug."""
+    from pydantic import ValidationError
+
     from sdart.request import RequestError
 
     try:
         yield
     except typer.Exit:
         raise
-    except RequestError as exc:
+    except (RequestError, ValidationError) as exc:  # request fields, or settings from flags/env/.env
         if debug:
             raise
+        if isinstance(exc, ValidationError):
+            exc = RequestError.from_validation_error(exc)
         raise fail(str(exc), EXIT_BAD_INPUT) from None
     except Exception as exc:
         from sdart.models import ModelLoadError

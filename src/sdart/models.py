@@ -191,7 +191,19 @@ def load(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool = False) -
         raise
     except Exception as exc:  # every loader failure is classified; the original stays on __cause__
         raise classify_error(exc, spec) from exc
+    _alias_clip_text_model(pipeline)
     return LoadedModel(spec, pipeline, _family(pipeline))
+
+
+def _alias_clip_text_model(pipeline) -> None:
+    """transformers 5 flattened CLIPTextModel (no `.text_model`), but diffusers 0.42's SD 1.x/2.x clip-skip path
+    still calls `text_encoder.text_model.final_layer_norm`. Give it that name without registering a submodule
+    (a plain instance attribute stays out of state_dict and module traversal)."""
+    encoder = getattr(pipeline, "text_encoder", None)
+    if encoder is not None and not hasattr(encoder, "text_model") and hasattr(encoder, "final_layer_norm"):
+        from types import SimpleNamespace
+
+        object.__setattr__(encoder, "text_model", SimpleNamespace(final_layer_norm=encoder.final_layer_norm))
 
 
 def _family(pipeline) -> str:

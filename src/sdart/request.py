@@ -7,7 +7,6 @@ each bad field and the value it was given.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -49,7 +48,7 @@ class GenerationRequest(BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     steps: int = Field(25, ge=1, le=MAX_STEPS)
-    cfg_scale: float = Field(7.0, ge=0.0, le=100.0, validation_alias=AliasChoices("cfg_scale", "guidance_scale", "cfg"))
+    cfg_scale: float = Field(7.0, ge=0.0, le=100.0, allow_inf_nan=False, validation_alias=AliasChoices("cfg_scale", "guidance_scale", "cfg"))
     seed: int = Field(-1, ge=-1, le=MAX_SEED)
     width: int | None = Field(None, ge=8, le=MAX_SIDE)
     height: int | None = Field(None, ge=8, le=MAX_SIDE)
@@ -59,13 +58,6 @@ class GenerationRequest(BaseModel):
     scheduler: str = Field("Automatic", validation_alias=AliasChoices("scheduler", "schedule_type"))
     clip_skip: int = Field(1, ge=1, le=12)
     model: str | None = None
-
-    @field_validator("cfg_scale")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
 
     @field_validator("width", "height")
     @classmethod
