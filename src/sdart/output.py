@@ -60,3 +60,25 @@ def save_image(image: Image.Image, infotext: str | None, seed: int, directory: s
                 number += 1
     finally:
         os.unlink(tmp_name)
+
+
+def save_image_as(image: Image.Image, infotext: str | None, target: str | Path) -> Path:
+    """Write `image` under a chosen name (batch outputs are named by their key), replacing any file there.
+
+    Same discipline as `save_image`: the PNG is complete and fsynced under a temporary name first, then renamed
+    into place, so a reader (or a run resumed after kill -9) sees either the old file or the whole new one.
+    Replacing is right here because a key names one image: a file under it is a leftover of the same work.
+    """
+    target = Path(target)
+    folder = ensure_writable_dir(target.parent)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".sdart-", suffix=".png.tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            image.save(tmp, format="PNG", pnginfo=png_info(infotext) if infotext else None)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        os.unlink(tmp_name)
+        raise
+    return target

@@ -1,0 +1,162 @@
+"""`sdart batch`: prompt files → images, resumable, locally or on a Ray cluster.
+
+Kept out of cli.py so that file stays one concern per command group; registered there with one line. Heavy
+imports (torch, diffusers, ray) happen inside the command, so `sdart --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+
+def batch(
+    prompt_files: list[Path] = typer.Argument(..., help=".txt (one prompt a line, # comments), .jsonl (request objects) or .csv (header of field names)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: PNGs named by key, and manifest.jsonl. Run again to resume."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds each line starts from, e.g. 0-3 or 1,5,9 (a line's seed/seeds win)."),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative", "-N", help="Default negative prompt."),
+    steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Default denoising steps [default: 25]."),
+    cfg_scale: Optional[float] = typer.Option(None, "--cfg", "--cfg-scale", help="Default guidance scale [default: 7]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Default seed (-1: a seed derived from the line, stable across runs)."),
+    width: Optional[int] = typer.Option(None, "--width", "-W", help="Default width [default: the model's size]."),
+    height: Optional[int] = typer.Option(None, "--height", "-H", help="Default height [default: the model's size]."),
+    n_iter: Optional[int] = typer.Option(None, "--n-iter", "-n", help="Images per seed and line (consecutive seeds)."),
+    sampler_name: Optional[str] = typer.Option(None, "--sampler", help="Default A1111 sampler name; see `sdart samplers`."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Default A1111 schedule type."),
+    clip_skip: Optional[int] = typer.Option(None, "--clip-skip", help="Default clip skip (1 = last layer)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Default model (a line's `model` wins) [env: SDART_MODEL]."),
+    retries: int = typer.Option(1, "--retries", min=0, help="Extra tries for an image that fails."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: auto (RAY_ADDRESS or a running `ray start` cluster, else a local one), local, or an address."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Ray actors, each holding one model."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", min=0, help="GPUs per Ray actor [default: 1 if the cluster has GPUs, else 0]."),
+    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", min=0, help="CPUs per Ray actor [default: 1]."),
+    model_config_dir: Optional[Path] = typer.Option(None, "--model-config", help="Configs for a single-file checkpoint (offline)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, float16 or bfloat16."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="balanced, low or minimal."),
+    rng: Optional[str] = typer.Option(None, "--rng", help="cpu (same image on any device) or device."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the files and count the work; generate nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Generate every image asked for in prompt files; run it again to resume (done images are skipped)."""
+    from sdart.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, _configure_logging, err, fail, friendly_errors
+
+    _configure_logging(debug)
+    with friendly_errors(debug):
+        from sdart.batch import BatchDir, BatchDirBusy, parse_seeds, plan_batch, run_batch
+        from sdart.settings import load_settings
+
+        # 1. Settings and command-line defaults, then the plan: one task per image, bad lines set aside.
+        if seed is not None and seeds is not None:
+            raise ValueError("--seed and --seeds: give one (--seeds 0-3 makes one run per seed)")
+        settings = load_settings(model=model, model_config_dir=model_config_dir, device=device, dtype=dtype,
+                                 memory=memory, rng=rng)
+        defaults = {k: v for k, v in dict(
+            negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed, width=width, height=height,
+            n_iter=n_iter, sampler_name=sampler_name, scheduler=scheduler, clip_skip=clip_skip).items() if v is not None}
+        try:
+            seed_list = parse_seeds(seeds) if seeds is not None else None
+        except ValueError as exc:
+            raise ValueError(f"--seeds = {seeds!r}: {exc}") from None
+        plan = plan_batch(prompt_files, defaults, model=settings.model, seeds=seed_list)
+        for error in plan.errors:
+            err.print(f"[red]bad line[/] {error}", highlight=False, soft_wrap=True)
+        if not plan.tasks and not plan.errors:
+            raise fail("the prompt files hold no prompts", EXIT_BAD_INPUT)
+
+        # 2. The output folder (locked: one run at a time), then the executor: local Engine or Ray actors.
+        try:
+            batch_dir = BatchDir(out)
+        except BatchDirBusy as exc:
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
+        with batch_dir, _executor(ray, settings, batch_dir.folder, retries, workers, gpus_per_worker,
+                                  cpus_per_worker, dry_run) as execute, _progress() as (on_start, on_record):
+            try:
+                summary = run_batch(plan, batch_dir, execute, on_start=on_start, on_record=on_record)
+            except KeyboardInterrupt:
+                err.print("[yellow]interrupted:[/] finished images are recorded; run the same command to resume")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+        _report(summary, plan, batch_dir.folder, as_json, dry_run)
+        if not summary.ok:
+            raise typer.Exit(EXIT_FAILED)
+
+
+@contextmanager
+def _executor(ray: str | None, settings, folder: Path, retries: int, workers: int, gpus_per_worker: float | None,
+              cpus_per_worker: float | None, dry_run: bool):
+    from sdart.batch import local_executor
+
+    if dry_run:
+        yield lambda tasks: iter(())
+        return
+    if ray is None:
+        if workers != 1 or gpus_per_worker is not None or cpus_per_worker is not None:
+            raise ValueError("--workers, --gpus-per-worker and --cpus-per-worker need --ray")
+        yield local_executor(lambda: _load_engine(settings), folder, retries=retries)
+        return
+    from sdart.ray_runner import ray_session, ray_executor
+
+    with ray_session(ray) as _:
+        yield ray_executor(settings, folder, workers=workers, gpus_per_worker=gpus_per_worker,
+                           cpus_per_worker=cpus_per_worker, retries=retries)
+
+
+def _load_engine(settings):
+    from sdart.cli import err
+    from sdart.engine import Engine
+
+    with err.status(f"loading {settings.model}…"):
+        engine = Engine(settings.model, settings=settings)
+    err.print(f"[dim]{engine.reference} · {engine.model.family} · {engine.device} · "
+              f"{str(engine.dtype).removeprefix('torch.')} · loaded in {engine.load_s:.1f} s[/]")
+    return engine
+
+
+@contextmanager
+def _progress():
+    """An overall bar: images finished of those to do, with counts and an ETA (from rich's rate estimate)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from sdart.cli import err
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=True) as progress:
+        task_id = progress.add_task("batch", total=None, counts="")
+
+        def on_start(todo, summary) -> None:
+            if summary.skipped:
+                err.print(f"[dim]{summary.skipped} image(s) already done, {len(todo)} to make[/]")
+            progress.update(task_id, total=len(todo))
+
+        def on_record(record: dict[str, Any], summary) -> None:
+            if record["status"] != "done":
+                err.print(f"[red]failed[/] {record['source']} seed {record['seed']}: {record['error']}",
+                          highlight=False, soft_wrap=True)
+            rate = f" · {summary.images_per_s:.2f} img/s" if summary.done else ""
+            progress.update(task_id, advance=1, counts=f"done {summary.done} · failed {summary.failed}{rate}")
+
+        yield on_start, on_record
+
+
+def _report(summary, plan, folder: Path, as_json: bool, dry_run: bool) -> None:
+    import json
+
+    from sdart.cli import err
+
+    if as_json:
+        print(json.dumps({**summary.as_dict(), "planned": len(plan.tasks), "duplicates": plan.duplicates,
+                          "dry_run": dry_run, "out": str(folder)}, indent=2))
+        return
+    if dry_run:
+        err.print(f"{len(plan.tasks)} image(s) from {plan.lines} line(s); {summary.skipped} already done; "
+                  f"{len(plan.tasks) - summary.skipped} to make; {summary.invalid} bad line(s)", highlight=False)
+        return
+    colour = "green" if summary.ok else "red"
+    err.print(f"[{colour}]done {summary.done} · skipped {summary.skipped} · failed {summary.failed} · "
+              f"bad lines {summary.invalid}[/] · {summary.elapsed_s:.1f} s · {summary.images_per_s:.2f} images/s "
+              f"→ {folder}", highlight=False)
