@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     max_queue: int = Field(200, ge=1)  # queued jobs; beyond this, submissions get 429 + Retry-After
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # png-info uploads carry a base64 image
     cors_origins: list[str] = Field(default_factory=list)  # empty: no CORS headers at all
+    # More models (references) the server offers by name, besides `model` and the built-in ones.
+    extra_models: list[str] = Field(default_factory=list)
 
 
 def load_settings(**overrides: Any) -> Settings:

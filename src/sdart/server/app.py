@@ -44,7 +44,7 @@ def open_server(settings: Settings, engine: Engine) -> Server:
     _remove_unrecorded_images(images_dir, store)
     hub = EventHub()
     worker = Worker(engine, store, hub, images_dir)
-    return Server(settings, engine, store, hub, worker, ModelCatalog(engine), images_dir)
+    return Server(settings, engine, store, hub, worker, ModelCatalog(engine, settings.extra_models), images_dir)
 
 
 def _remove_unrecorded_images(images_dir: Path, store: JobStore) -> None:

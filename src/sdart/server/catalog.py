@@ -1,4 +1,5 @@
-"""The models a client may ask for, by name: the one the server was started with and the built-in ones.
+"""The models a client may ask for, by name: the one the server was started with, `extra_models`, and the
+built-in ones.
 
 Clients name models, never paths: a name is looked up here and only a reference the operator configured
 reaches `sdart.models.resolve`.
@@ -25,12 +26,14 @@ _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")  # A1111 titles are "name
 
 
 class ModelCatalog:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, extra: list[str] | None = None):
         self._engine = engine
-        self._configured = engine.reference
+        self._configured = [engine.reference, *(extra or [])]
+        for reference in self._configured:
+            resolve(reference)  # a typo in extra_models fails at start (ModelLoadError), not on first use
 
     def entries(self) -> list[ModelEntry]:
-        references = [self._configured, *(f"builtin:{name}" for name in builtin_models())]
+        references = [*self._configured, *(f"builtin:{name}" for name in builtin_models())]
         if self._engine.reference not in references:
             references.append(self._engine.reference)
         loaded = self._engine.reference

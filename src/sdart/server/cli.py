@@ -9,17 +9,17 @@ import typer
 
 
 def serve(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to load [env: SDART_MODEL]."),
-    host: Optional[str] = typer.Option(None, "--host", help="Address to listen on [default: 127.0.0.1]; any other "
-                                                            "address needs --api-key [env: SDART_HOST]."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port [default: 7860] [env: SDART_PORT]."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database and images [default: sdart-data] "
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to load \\[env: SDART_MODEL]."),
+    host: Optional[str] = typer.Option(None, "--host", help="Address to listen on \\[default: 127.0.0.1]; any other "
+                                                            "address needs --api-key \\[env: SDART_HOST]."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port \\[default: 7860] \\[env: SDART_PORT]."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database and images \\[default: sdart-data] "
                                                                      "[env: SDART_DATA_DIR]."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require `Authorization: Bearer KEY` (or HTTP "
-                                                                  "Basic with KEY as password) [env: SDART_API_KEY]."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps [default: auto]."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, float16 or bfloat16 [default: auto]."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="balanced, low or minimal [default: balanced]."),
+                                                                  "Basic with KEY as password) \\[env: SDART_API_KEY]."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps \\[default: auto]."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, float16 or bfloat16 \\[default: auto]."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="balanced, low or minimal \\[default: balanced]."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:

@@ -1,0 +1,155 @@
+"""Fixtures for the server tests: real `sdart serve` processes on loopback, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+STARTUP_TIMEOUT_S = 120  # importing torch + diffusers on 2 busy cores is most of it
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """One `sdart serve` subprocess. `url` is its base URL; `client` an httpx client bound to it."""
+
+    def __init__(self, model_dir: Path, data_dir: Path, log_path: Path, *args: str, env: dict[str, str] | None = None,
+                 headers: dict[str, str] | None = None):
+        self.model_dir = model_dir
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.args = args
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("SDART_")}, **(env or {})}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.headers = headers or {}
+        self.process: subprocess.Popen | None = None
+        self.client = httpx.Client(base_url=self.url, headers=self.headers, timeout=60)
+
+    def start(self) -> ServerProcess:
+        command = [sys.executable, "-m", "sdart.cli", "serve", "--model", str(self.model_dir), "--port",
+                   str(self.port), "--data-dir", str(self.data_dir), "--device", "cpu", "--dtype", "float32",
+                   "--log-level", "warning", *self.args]
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sdart serve exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"sdart serve did not answer within {STARTUP_TIMEOUT_S} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        self.client.close()
+
+    # --- helpers -------------------------------------------------------------------------------------------
+
+    def submit(self, **fields) -> str:
+        response = self.client.post("/api/v1/jobs", json={"width": 64, "height": 64, **fields})
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    def job(self, job_id: str) -> dict:
+        response = self.client.get(f"/api/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def events(self, job_id: str, timeout: float = 60) -> list[tuple[str, dict]]:
+        """Read the job's SSE stream to its end: (event name, data) pairs."""
+        events: list[tuple[str, dict]] = []
+        name = None
+        with self.client.stream("GET", f"/api/v1/jobs/{job_id}/events", timeout=timeout) as response:
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    name = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    events.append((name, json.loads(line.removeprefix("data: "))))
+        return events
+
+    def wait(self, job_id: str, timeout: float = 60, until=lambda job: job["status"] in
+             ("succeeded", "failed", "cancelled")) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if until(job):
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} still {self.job(job_id)['status']} after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def second_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model under another name: switching to it shows in the `Model:` of the infotext."""
+    target = tmp_path_factory.mktemp("models2") / "tiny-other"
+    shutil.copytree(tiny_model_dir, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_model_dir, second_model_dir, tmp_path_factory) -> Iterator[ServerProcess]:
+    """One server shared by the tests that don't need their own: default limits, no API key."""
+    root = tmp_path_factory.mktemp("live")
+    server = ServerProcess(tiny_model_dir, root / "data", root / "server.log",
+                           env={"SDART_EXTRA_MODELS": f'["{second_model_dir}"]'})
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make_server(tiny_model_dir, tmp_path) -> Iterator:
+    """Start servers of one's own (tight limits, API key, kill -9); all stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def make(*args: str, env: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+             data_dir: Path | None = None) -> ServerProcess:
+        server = ServerProcess(tiny_model_dir, data_dir or tmp_path / "data", tmp_path / f"server{len(started)}.log",
+                               *args, env=env, headers=headers)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.close()

@@ -1,0 +1,105 @@
+"""The A1111-compatible API, through the `webuiapi` client library unchanged and with plain HTTP."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+
+import pytest
+import webuiapi
+from PIL import Image
+
+from sdart.metadata import parse_infotext
+
+
+@pytest.fixture
+def api(live_server) -> webuiapi.WebUIApi:
+    return webuiapi.WebUIApi(host="127.0.0.1", port=live_server.port, sampler="Euler a", steps=2)
+
+
+def test_webuiapi_txt2img(api, tiny_model_dir):
+    result = api.txt2img(prompt="a lighthouse", negative_prompt="fog", seed=99, width=64, height=64,
+                         batch_size=2, n_iter=1, cfg_scale=5)
+    assert [image.size for image in result.images] == [(64, 64), (64, 64)]
+    info = result.info
+    assert info["all_seeds"] == [99, 100] and info["seed"] == 99
+    assert info["prompt"] == "a lighthouse" and info["all_prompts"] == ["a lighthouse"] * 2
+    assert (info["width"], info["height"], info["steps"], info["cfg_scale"]) == (64, 64, 2, 5.0)
+    assert info["sampler_name"] == "Euler a" and info["sd_model_name"] == tiny_model_dir.name
+    for image, infotext, seed in zip(result.images, info["infotexts"], info["all_seeds"]):
+        assert image.info["parameters"] == infotext
+        assert parse_infotext(infotext).params["Seed"] == str(seed)
+    assert result.parameters["prompt"] == "a lighthouse" and result.parameters["seed"] == 99
+
+
+def test_a1111_defaults_and_unknown_fields(live_server):
+    # A payload as A1111's own UI scripts send it: hires fix, scripts, extensions' fields. All ignored.
+    payload = {"prompt": "defaults", "steps": 1, "width": 64, "height": 64, "enable_hr": False, "hr_scale": 2,
+               "styles": [], "alwayson_scripts": {"ControlNet": {"args": []}}, "script_args": [], "tiling": False,
+               "override_settings": {"CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337},
+               "sampler_name": None, "scheduler": None, "send_images": True, "save_images": False}
+    response = live_server.client.post("/sdapi/v1/txt2img", json=payload)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    parameters = parse_infotext(Image.open(io.BytesIO(base64.b64decode(body["images"][0]))).info["parameters"]).params
+    # A1111's defaults where the payload is silent: sampler Euler, CFG 7; clip skip from override_settings.
+    assert parameters["Sampler"] == "Euler" and parameters["CFG scale"] == "7" and parameters["Clip skip"] == "2"
+
+    no_images = live_server.client.post("/sdapi/v1/txt2img", json={**payload, "send_images": False}).json()
+    assert no_images["images"] == [] and '"all_seeds"' in no_images["info"]
+
+
+def test_progress_and_interrupt(live_server):
+    results = {}
+    thread = threading.Thread(target=lambda: results.update(response=live_server.client.post(
+        "/sdapi/v1/txt2img", json={"prompt": "interrupted", "steps": 100, "n_iter": 2, "width": 64, "height": 64})))
+    thread.start()
+    deadline = time.monotonic() + 60
+    progress = {}
+    while time.monotonic() < deadline:
+        progress = live_server.client.get("/sdapi/v1/progress").json()
+        if progress["state"]["job_no"] == 1 and progress["state"]["sampling_step"] >= 2:
+            break
+        time.sleep(0.05)
+    assert 0.5 < progress["progress"] < 1 and progress["state"]["sampling_steps"] == 100
+    assert progress["eta_relative"] > 0 and progress["state"]["job_count"] >= 1
+    assert live_server.client.post("/sdapi/v1/interrupt").status_code == 200
+    thread.join(30)
+    response = results["response"]
+    assert response.status_code == 200
+    # The first batch was finished before the interrupt and is returned; the second was stopped.
+    assert len(response.json()["images"]) == 1 and '"interrupted": true' in response.json()["info"]
+    assert live_server.client.get("/sdapi/v1/progress").json()["progress"] == 0.0
+
+
+def test_lists_options_and_model_switch(api, live_server, tiny_model_dir, second_model_dir):
+    titles = [model["title"] for model in api.get_sd_models()]
+    assert titles[0].startswith(tiny_model_dir.name) and second_model_dir.name in titles
+    assert "DPM++ 2M Karras" in [s["name"] for s in api.get_samplers()]
+    assert "karras" in api.util_get_scheduler_names()
+    assert api.get_options()["sd_model_checkpoint"].startswith(tiny_model_dir.name)
+    try:
+        api.util_set_model(second_model_dir.name)
+        assert api.util_get_current_model().startswith(second_model_dir.name)
+        result = api.txt2img(prompt="switched", seed=1, width=64, height=64)
+        assert parse_infotext(result.info["infotexts"][0]).params["Model"] == second_model_dir.name
+    finally:
+        api.set_options({"sd_model_checkpoint": tiny_model_dir.name})
+    assert api.util_get_current_model().startswith(tiny_model_dir.name)
+    response = live_server.client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "/etc/passwd"})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "sd_model_checkpoint"]
+
+
+def test_png_info(api, live_server):
+    made = api.txt2img(prompt="read me back", seed=5, width=64, height=64)
+    buffer = io.BytesIO()
+    made.images[0].save(buffer, format="PNG", pnginfo=None)  # PIL drops text chunks: an image without them
+    plain = base64.b64encode(buffer.getvalue()).decode()
+    raw = live_server.client.post("/sdapi/v1/txt2img", json={"prompt": "read me back", "seed": 5, "steps": 2,
+                                                             "width": 64, "height": 64}).json()["images"][0]
+    info = live_server.client.post("/sdapi/v1/png-info", json={"image": f"data:image/png;base64,{raw}"}).json()
+    assert info["info"].startswith("read me back\n") and info["parameters"]["Seed"] == "5"
+    assert info["parameters"]["Prompt"] == "read me back"
+    assert live_server.client.post("/sdapi/v1/png-info", json={"image": plain}).json()["info"] == ""
