@@ -127,3 +127,27 @@ def test_python_api_accepts_keywords():
 
     assert sdart.Engine.__name__ == "Engine"
     assert sdart.GenerationRequest.parse(prompt="x").prompt == "x"
+
+
+def test_sd2_v_prediction_model_uses_its_own_size_and_schedule(tmp_path):
+    from sdart.engine import Engine
+    from sdart.settings import Settings
+    from sdart.testing import save_tiny_model
+
+    engine = Engine(str(save_tiny_model(tmp_path / "sd2v", kind="sd2v")), settings=Settings(device="cpu", dtype="float32"))
+    assert engine.model.family == "sd2" and engine.model.native_size == 96
+    result = engine.generate(prompt="x", steps=2, seed=1, sampler_name="DPM++ 2M", progress=False)
+    assert result.images[0].size == (96, 96)
+    assert engine.model.pipeline.scheduler.config.prediction_type == "v_prediction"  # kept across sampler swaps
+
+
+@pytest.mark.parametrize("memory", ["low", "minimal"])
+def test_memory_modes_on_cpu_give_the_same_picture(tiny_model_dir, tiny_engine, memory):
+    from sdart.engine import Engine
+    from sdart.settings import Settings
+
+    lean = Engine(str(tiny_model_dir), settings=Settings(device="cpu", dtype="float32", memory=memory))
+    assert lean.model.pipeline.vae.use_tiling and lean.model.pipeline.vae.use_slicing
+    a = pixels(run(tiny_engine).images[0])
+    b = pixels(run(lean).images[0])
+    assert np.abs(a - b).max() <= 3  # sliced attention and tiled decode only reorder float sums

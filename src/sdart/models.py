@@ -207,9 +207,11 @@ def _alias_clip_text_model(pipeline) -> None:
 
 
 def _family(pipeline) -> str:
+    """SDXL by its pipeline class; SD 2.x by its OpenCLIP text encoder (plain gelu), SD 1.x uses OpenAI CLIP
+    (quick_gelu)."""
     if "XL" in type(pipeline).__name__:
         return "sdxl"
-    return "sd2" if pipeline.text_encoder.config.hidden_size == 1024 else "sd1"
+    return "sd2" if pipeline.text_encoder.config.hidden_act == "gelu" else "sd1"
 
 
 def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool):
