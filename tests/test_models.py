@@ -121,9 +121,14 @@ def test_single_file_gives_the_same_pixels_as_the_folder(tiny_model_dir, tiny_si
     folder = Engine(str(tiny_model_dir), settings=settings)
     single = Engine(str(tiny_single_file), settings=settings)
     assert single.model.spec.source == "single_file" and single.model.family == "sd1"
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = (getattr(e.model.pipeline, name).state_dict() for e in (folder, single))
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     a = folder.generate(prompt="a fox", steps=2, seed=3, progress=False).images[0]
     b = single.generate(prompt="a fox", steps=2, seed=3, progress=False).images[0]
-    assert np.array_equal(np.asarray(a), np.asarray(b))
+    # Same weights; a memory-mapped folder and a copied checkpoint can differ in alignment, which may change
+    # a CPU matmul's rounding by ~1e-6: at most one level in a few pixels.
+    assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 1
     # A1111 hashes checkpoints as sha256(file)[:10]
     import hashlib
 
