@@ -159,7 +159,7 @@ def health(server: ServerDep, response: Response) -> dict[str, Any]:
     alive = server.worker.alive()
     if not alive:
         response.status_code = 503
-    return {"status": "ok" if alive else "worker stopped", "version": __version__, "model": server.engine.reference,
+    return {"status": "ok" if alive else "worker stopped", "version": __version__, "model": server.engine.model.spec.name,
             "queue": server.store.counts()}
 
 

@@ -1,0 +1,95 @@
+"""The web page in real headless Chromium (Debian's package, driven by Playwright): type a prompt, generate with
+the tiny model, watch progress, see the image, open a past job from the gallery, reuse its settings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium: apt-get install -y chromium"),
+]
+
+
+@pytest.fixture
+def page(live_server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # Refused requests show as console errors too; tests that expect none check page.failed_responses.
+        page.on("console", lambda message: message.type == "error" and not message.text.startswith(
+            "Failed to load resource") and errors.append(message.text))
+        page.failed_responses = []
+        page.on("response", lambda response: response.status >= 400 and page.failed_responses.append(
+            f"{response.status} {response.url}"))
+        page.goto(live_server.url + "/")
+        page.wait_for_selector("body[data-ready=true]")
+        yield page
+        browser.close()
+        assert errors == [], f"errors in the page: {errors}"
+
+
+def test_generate_watch_progress_open_from_gallery(page, live_server):
+    earlier = live_server.submit(prompt="an earlier job from the API", steps=2, seed=4242)
+    live_server.wait(earlier)
+    page.click("#refresh")
+    page.wait_for_selector(f'.gallery-item[data-job="{earlier}"]')
+
+    # Keyboard only: type the settings, Ctrl+Enter generates.
+    page.focus("#prompt")
+    page.keyboard.type("a small red boat on a calm lake")
+    page.fill("#steps", "60")
+    page.fill("#seed", "77")
+    page.select_option("#sampler_name", "Euler")
+    page.keyboard.press("Control+Enter")
+
+    # Progress from the event stream: somewhere strictly between empty and full, then full.
+    page.wait_for_function("() => { const v = +document.querySelector('#progress').getAttribute('aria-valuenow');"
+                           " return v > 0 && v < 100; }", timeout=30_000)
+    assert "step" in page.inner_text("#progress-text")
+    page.wait_for_function("() => document.querySelector('#progress-text').textContent === 'Done'", timeout=60_000)
+    assert page.get_attribute("#progress", "aria-valuenow") == "100"
+
+    image = page.locator("#result-image")
+    page.wait_for_function("() => { const i = document.querySelector('#result-image');"
+                           " return !i.hidden && i.complete && i.naturalWidth === 64; }")
+    assert "seed 77" in image.get_attribute("alt")
+    params = page.inner_text("#result-params")
+    assert params.startswith("a small red boat on a calm lake\n") and "Seed: 77" in params and "Sampler: Euler," in params
+    assert page.failed_responses == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "server-page.png"), full_page=True)
+
+    # The new job heads the gallery; open the earlier one and reuse its settings.
+    first = page.locator(".gallery-item").first
+    assert "a small red boat" in first.inner_text()
+    page.locator(f'.gallery-item[data-job="{earlier}"]').focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#result-params').textContent.includes('Seed: 4242')")
+    assert page.inner_text("#result-params").startswith("an earlier job from the API\n")
+    page.click("#reuse")
+    assert page.input_value("#prompt") == "an earlier job from the API"
+    assert (page.input_value("#seed"), page.input_value("#steps")) == ("4242", "2")
+
+
+def test_bad_input_is_shown_next_to_the_field(page):
+    page.fill("#prompt", "too many steps")
+    page.fill("#steps", "100000")
+    page.click("#generate")
+    page.wait_for_selector("#steps[aria-invalid=true]")
+    assert "steps:" in page.inner_text("#form-errors")
+    assert [status.split()[0] for status in page.failed_responses] == ["422"]
