@@ -153,3 +153,20 @@ def make_server(tiny_model_dir, tmp_path) -> Iterator:
     yield make
     for server in started:
         server.close()
+
+
+API_KEY = "test-key-0123"
+STRICT_LIMITS = {"SDART_API_KEY": API_KEY, "SDART_MAX_STEPS": "20", "SDART_MAX_SIDE": "128", "SDART_MAX_IMAGES": "4",
+                 "SDART_MAX_PROMPT_CHARS": "100", "SDART_MAX_QUEUE": "3", "SDART_MAX_BODY_BYTES": "65536",
+                 "SDART_CORS_ORIGINS": '["http://allowed.example"]'}
+
+
+@pytest.fixture(scope="session")
+def strict_server(tiny_model_dir, tmp_path_factory) -> Iterator[ServerProcess]:
+    """A server with an API key, tight limits and CORS for one origin; its client sends the key."""
+    root = tmp_path_factory.mktemp("strict")
+    server = ServerProcess(tiny_model_dir, root / "data", root / "server.log", env=STRICT_LIMITS,
+                           headers={"Authorization": f"Bearer {API_KEY}"})
+    server.start()
+    yield server
+    server.close()

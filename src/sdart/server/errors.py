@@ -58,6 +58,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [(tuple(err["loc"]), err.get("input"), str(err["msg"]).removeprefix("Value error, "))
-                  for err in exc.errors()]
+        errors = [_readable(err) for err in exc.errors()]
         return JSONResponse(error_body(errors), status_code=422)
+
+
+def _readable(err: dict[str, Any]) -> tuple[tuple[Any, ...], Any, str]:
+    if err.get("type") == "json_invalid":  # FastAPI puts the character offset in loc; say it in words instead
+        reason = (err.get("ctx") or {}).get("error", "")
+        return ("body",), None, f"not valid JSON ({reason}) at character {err['loc'][-1]}"
+    return tuple(err["loc"]), err.get("input"), str(err["msg"]).removeprefix("Value error, ")
