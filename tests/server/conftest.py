@@ -161,6 +161,11 @@ STRICT_LIMITS = {"SDART_API_KEY": API_KEY, "SDART_MAX_STEPS": "20", "SDART_MAX_S
                  "SDART_CORS_ORIGINS": '["http://allowed.example"]'}
 
 
+@pytest.fixture
+def api_key() -> str:
+    return API_KEY
+
+
 @pytest.fixture(scope="session")
 def strict_server(tiny_model_dir, tmp_path_factory) -> Iterator[ServerProcess]:
     """A server with an API key, tight limits and CORS for one origin; its client sends the key."""

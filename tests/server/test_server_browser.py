@@ -3,7 +3,6 @@ the tiny model, watch progress, see the image, open a past job from the gallery,
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest

@@ -11,8 +11,6 @@ import pytest
 import webuiapi
 from typer.testing import CliRunner
 
-from conftest import API_KEY
-
 OK = {"prompt": "fine", "steps": 2, "width": 64, "height": 64}
 NOT_PNG = base64.b64encode(b"just some text, not an image").decode()
 
@@ -79,7 +77,7 @@ def test_server_is_healthy_after_malformed_requests(strict_server):
     assert strict_server.wait(strict_server.submit(prompt="still works", steps=2))["status"] == "succeeded"
 
 
-def test_auth_required_except_health(strict_server):
+def test_auth_required_except_health(strict_server, api_key):
     anonymous = httpx.Client(base_url=strict_server.url)
     assert anonymous.get("/api/v1/health").status_code == 200
     for method, path in [("GET", "/"), ("GET", "/api/v1/jobs"), ("POST", "/api/v1/jobs"), ("GET", "/sdapi/v1/sd-models"),
@@ -90,11 +88,11 @@ def test_auth_required_except_health(strict_server):
         assert "Basic" in response.headers["www-authenticate"]  # the browser asks for the key
     wrong = anonymous.get("/api/v1/jobs", headers={"Authorization": "Bearer not-the-key"})
     assert wrong.status_code == 401 and "wrong credentials" in wrong.json()["detail"][0]["msg"]
-    assert anonymous.get("/api/v1/jobs", auth=("anyone", API_KEY)).status_code == 200
+    assert anonymous.get("/api/v1/jobs", auth=("anyone", api_key)).status_code == 200
 
 
-def test_a1111_client_with_basic_auth(strict_server):
-    api = webuiapi.WebUIApi(host="127.0.0.1", port=strict_server.port, username="me", password=API_KEY, steps=2)
+def test_a1111_client_with_basic_auth(strict_server, api_key):
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=strict_server.port, username="me", password=api_key, steps=2)
     result = api.txt2img(prompt="authorised", width=64, height=64, seed=3)
     assert result.images[0].size == (64, 64) and result.info["all_seeds"] == [3]
 

@@ -13,6 +13,7 @@ import binascii
 import io
 import json
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
@@ -27,6 +28,7 @@ from sdart.server.admission import Server, submit
 from sdart.server.catalog import title
 from sdart.server.errors import FieldErrors
 from sdart.server.native import find_job, get_server
+from sdart.server.store import ImageRecord
 
 router = APIRouter(prefix="/sdapi/v1", tags=["A1111-compatible"])
 ServerDep = Annotated[Server, Depends(get_server)]
@@ -87,11 +89,11 @@ async def _until_done(queue: asyncio.Queue) -> None:
         pass
 
 
-def _b64_file(path) -> str:
+def _b64_file(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _info(server: Server, request: GenerationRequest, records, interrupted: bool) -> dict[str, Any]:
+def _info(server: Server, request: GenerationRequest, records: list[ImageRecord], interrupted: bool) -> dict[str, Any]:
     """A1111's `Processed.js()` fields that clients read."""
     seeds = [r.seed for r in records]
     return {
