@@ -1,0 +1,156 @@
+"""The shapes model's parts in Stable Diffusion 1.x layout: tokenizer files, configs, scheduler.
+
+Sizes are constructor arguments (as in diffusers' ``get_dummy_components``), collected in ``ModelConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from .shapes_data import IMAGE_SIZE, caption_vocabulary
+
+MAX_LENGTH = 77  # as SD: the pipeline pads every prompt to tokenizer.model_max_length
+# DDPM's linear schedule (Ho et al. 2020). SD's scaled_linear 0.00085..0.012 ends at alpha_bar_T = 0.0047: on a
+# 16×16 latent the image mean then leaks through x_T (0.068·mean vs noise-mean std 1/16), the model learns to read
+# colours from it and pure noise at sampling time tints every picture. Linear ends at 4e-5 (leak 10× smaller).
+# Every sampler the project offers reads beta_schedule from the config.
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vae_channels: tuple[int, ...] = (32, 64, 64)   # 3 blocks → 2 downsamples → latent 16×16 for 64×64 pixels
+    vae_layers: int = 1
+    latent_channels: int = 4
+    unet_channels: tuple[int, ...] = (64, 96, 128)
+    unet_layers: int = 1
+    unet_head_dim: int = 32
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae_channels) - 1)
+
+
+# ---------------------------------------------------------------- tokenizer
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte → printable unicode map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's BPE on one lower-case word (same algorithm as CLIPTokenizer.bpe)."""
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(parts) > 1:
+        pairs = [(ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        rank, i = min(pairs)
+        if rank == 1 << 30:
+            break
+        a, b = parts[i], parts[i + 1]
+        merged, j = [], 0
+        while j < len(parts):
+            if j < len(parts) - 1 and parts[j] == a and parts[j + 1] == b:
+                merged.append(a + b)
+                j += 2
+            else:
+                merged.append(parts[j])
+                j += 1
+        parts = merged
+    return parts
+
+
+def write_tokenizer(folder: Path, words: list[str] | None = None) -> CLIPTokenizer:
+    """CLIP BPE tokenizer files: every caption word is one token; anything else falls back to bytes.
+
+    Vocab = 256 byte symbols, the same with ``</w>``, the merge results, then <|startoftext|>, <|endoftext|>
+    (last, as in CLIP, so ``argmax(input_ids)`` finds the end token).
+    """
+    words = caption_vocabulary() if words is None else words
+    byte_syms = list(_bytes_to_unicode().values())
+    vocab: list[str] = byte_syms + [s + "</w>" for s in byte_syms]
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    known = set(vocab)
+    for w in words:
+        # Add merges at the lowest priority until the word is one token; earlier words stay whole.
+        while len(parts := _bpe(w, ranks)) > 1:
+            pair = (parts[0], parts[1])
+            ranks[pair] = len(merges)
+            merges.append(pair)
+            if pair[0] + pair[1] not in known:
+                known.add(pair[0] + pair[1])
+                vocab.append(pair[0] + pair[1])
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+               "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "CLIPTokenizer", "model_max_length": MAX_LENGTH, "do_lower_case": True,
+         "clean_up_tokenization_spaces": True, "errors": "replace", **special}, indent=2))
+    tok = CLIPTokenizer.from_pretrained(str(folder))
+    for w in words:
+        ids = tok(w, add_special_tokens=False).input_ids
+        assert len(ids) == 1, f"caption word {w!r} is {len(ids)} tokens: {tok.convert_ids_to_tokens(ids)}"
+    return tok
+
+
+# ---------------------------------------------------------------- models
+
+def make_vae(cfg: ModelConfig) -> AutoencoderKL:
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.vae_channels, layers_per_block=cfg.vae_layers,
+        latent_channels=cfg.latent_channels, norm_num_groups=16, sample_size=IMAGE_SIZE,
+    )
+
+
+def make_text_encoder(cfg: ModelConfig, tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    bos = tokenizer.convert_tokens_to_ids("<|startoftext|>")
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=4 * cfg.text_hidden,
+        num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads, max_position_embeddings=MAX_LENGTH,
+        hidden_act="quick_gelu", projection_dim=cfg.text_hidden, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
+    ))
+
+
+def make_unet(cfg: ModelConfig) -> UNet2DConditionModel:
+    n = len(cfg.unet_channels)
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+    up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    return UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // cfg.vae_scale, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
+        down_block_types=down, up_block_types=up, block_out_channels=cfg.unet_channels,
+        layers_per_block=cfg.unet_layers, cross_attention_dim=cfg.text_hidden,
+        attention_head_dim=cfg.unet_head_dim, norm_num_groups=32,
+    )
+
+
+def train_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(**SCHEDULE, prediction_type="epsilon", clip_sample=False)
+
+
+def pipeline_scheduler() -> PNDMScheduler:
+    """What SD 1.x ships (PNDM, skip_prk_steps); every sampler the project offers builds from its config."""
+    return PNDMScheduler(**SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
