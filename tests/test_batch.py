@@ -294,3 +294,11 @@ def test_batch_without_ray_refuses_worker_options(tmp_path):
 def test_task_round_trips_through_json(tmp_path):
     task = plan_batch([write(tmp_path / "p.txt", "fox\n")], {"seed": 4}, model=MODEL).tasks[0]
     assert Task.from_json(task.to_json()) == task
+
+
+def test_ray_option_without_ray_installed_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    prompts = write(tmp_path / "p.txt", "fox\n")
+    result = CliRunner().invoke(app, ["batch", str(prompts), "--out", str(tmp_path / "o"), "--ray", "auto"])
+    assert result.exit_code == 2
+    assert "pip install 'sdart[ray]'" in result.stderr

@@ -6,7 +6,7 @@ imports (torch, diffusers, ray) happen inside the command, so `sdart --help` sta
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -63,8 +63,10 @@ def batch(
         except ValueError as exc:
             raise ValueError(f"--seeds = {seeds!r}: {exc}") from None
         plan = plan_batch(prompt_files, defaults, model=settings.model, seeds=seed_list)
+        from rich.markup import escape  # prompts may hold [brackets]
+
         for error in plan.errors:
-            err.print(f"[red]bad line[/] {error}", highlight=False, soft_wrap=True)
+            err.print(f"[red]bad line[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         if not plan.tasks and not plan.errors:
             raise fail("the prompt files hold no prompts", EXIT_BAD_INPUT)
 
@@ -98,9 +100,16 @@ def _executor(ray: str | None, settings, folder: Path, retries: int, workers: in
             raise ValueError("--workers, --gpus-per-worker and --cpus-per-worker need --ray")
         yield local_executor(lambda: _load_engine(settings), folder, retries=retries)
         return
-    from sdart.ray_runner import ray_session, ray_executor
+    from sdart.cli import EXIT_BAD_INPUT, fail
+    from sdart.ray_runner import RayMissing, ray_executor, ray_session
 
-    with ray_session(ray) as _:
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(ray_session(ray))
+        except RayMissing as exc:
+            from rich.markup import escape  # the hint holds [ray], which rich would read as a style
+
+            raise fail(escape(str(exc)), EXIT_BAD_INPUT) from None
         yield ray_executor(settings, folder, workers=workers, gpus_per_worker=gpus_per_worker,
                            cpus_per_worker=cpus_per_worker, retries=retries)
 
@@ -135,7 +144,9 @@ def _progress():
 
         def on_record(record: dict[str, Any], summary) -> None:
             if record["status"] != "done":
-                err.print(f"[red]failed[/] {record['source']} seed {record['seed']}: {record['error']}",
+                from rich.markup import escape
+
+                err.print(f"[red]failed[/] {record['source']} seed {record['seed']}: {escape(record['error'] or '')}",
                           highlight=False, soft_wrap=True)
             rate = f" · {summary.images_per_s:.2f} img/s" if summary.done else ""
             progress.update(task_id, advance=1, counts=f"done {summary.done} · failed {summary.failed}{rate}")

@@ -42,11 +42,15 @@ SERVE_APP = "sdart"
 MODEL_DEPLOYMENT = "ModelReplica"
 
 
+class RayMissing(RuntimeError):
+    """`--ray` was asked for but Ray is not installed."""
+
+
 def _import_ray():
     try:
         import ray
     except ImportError:
-        raise RuntimeError(INSTALL_HINT) from None
+        raise RayMissing(INSTALL_HINT) from None
     return ray
 
 
@@ -428,3 +432,26 @@ def app_builder(args: dict[str, Any]):
     scale = ServeScale(**{k: (float(v) if "per_replica" in k or "target" in k else int(v))
                           for k, v in scale_fields.items()})
     return build_serve_app(load_settings(**args), scale)
+
+
+def serve_on_ray(settings: Settings, scale: ServeScale, *, address: str = "auto", on_ready=None) -> None:
+    """`sdart serve --ray`: deploy on a cluster, call `on_ready(url)`, and block until Ctrl-C, then take the
+    application down. The same bind rule as `sdart serve` applies (a non-loopback host needs an API key)."""
+    import time
+
+    from sdart.server.security import check_bind
+
+    check_bind(settings.host, settings.api_key)
+    with ray_session(address):
+        from ray import serve
+
+        url = start_serve(settings, scale)
+        if on_ready is not None:
+            on_ready(url)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            serve.delete(SERVE_APP)
