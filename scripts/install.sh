@@ -25,7 +25,7 @@ for arg in "$@"; do
     case "$arg" in
         --torch-only) torch_only=1 ;;
         --editable) editable=1 ;;
-        -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         -*) echo "install.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
         *) extras="$arg" ;;
     esac
