@@ -428,10 +428,24 @@ def app_builder(args: dict[str, Any]):
     """
     from sdart.settings import load_settings
 
-    scale_fields = {name: args.pop(name) for name in list(args) if name in ServeScale.__dataclass_fields__}
-    scale = ServeScale(**{k: (float(v) if "per_replica" in k or "target" in k else int(v))
-                          for k, v in scale_fields.items()})
-    return build_serve_app(load_settings(**args), scale)
+    settings_fields, scale = parse_builder_args(args)
+    return build_serve_app(load_settings(**settings_fields), scale)
+
+
+def parse_builder_args(args: dict[str, Any]) -> tuple[dict[str, Any], ServeScale]:
+    """Split `serve run` args (all strings from the command line, typed from a config file) into Settings
+    fields and a ServeScale."""
+    settings_fields = dict(args)
+    scale: dict[str, Any] = {}
+    for name, spec in ServeScale.__dataclass_fields__.items():
+        if name in settings_fields:
+            value = settings_fields.pop(name)
+            kind = float if "float" in str(spec.type) else int
+            try:
+                scale[name] = None if value in (None, "", "auto") else kind(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} = {value!r}: must be a number") from None
+    return settings_fields, ServeScale(**scale)
 
 
 def serve_on_ray(settings: Settings, scale: ServeScale, *, address: str = "auto", on_ready=None) -> None:
