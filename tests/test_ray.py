@@ -3,6 +3,7 @@ the native jobs API on loopback. One local cluster (`ray.init(num_cpus=2)`) is s
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import time
@@ -117,7 +118,8 @@ def test_ray_serve_answers_the_native_jobs_api_on_loopback(ray_cluster, tiny_mod
                     if job["status"] == "succeeded":
                         jobs[job_id] = job
                 time.sleep(0.2)
-            # The replicas' images are the images the same request gives on a local Engine.
+            # The replicas' images are the images the same request gives on a local Engine. (Replicas run 1 torch
+            # thread, the local engine 2; equal here for these seeds — see docs/batch.md, Determinism.)
             for body, job_id in zip(bodies, ids):
                 job = jobs[job_id]
                 expected = tiny_engine.generate(GenerationRequest.parse(body), progress=False)
@@ -125,7 +127,7 @@ def test_ray_serve_answers_the_native_jobs_api_on_loopback(ray_cluster, tiny_mod
                 for image, want, text in zip(job["images"], expected.images, expected.infotexts):
                     png = client.get(image["url"])
                     assert png.status_code == 200
-                    got = Image.open(__import__("io").BytesIO(png.content))
+                    got = Image.open(io.BytesIO(png.content))
                     assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(want.convert("RGB")))
                     assert got.info["parameters"] == text
     finally:
