@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,3 +165,44 @@ def test_install_script_rejects_unknown_flavours_before_installing_anything():
 def test_install_script_help():
     run = subprocess.run(["bash", str(INSTALL), "--help"], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0 and "SDART_TORCH" in run.stdout and "--torch-only" in run.stdout
+
+
+# --- the image's command and health check, run on this machine as the container would run them ----------------
+
+def exec_form(args: str) -> list[str]:
+    return json.loads(args.partition(" CMD ")[2] if args.startswith("--") else args)
+
+
+@pytest.mark.slow
+def test_cmd_needs_an_api_key_and_then_passes_its_own_health_check(tiny_model_dir, tmp_path):
+    import socket
+    import time
+
+    stage = final_stage(DOCKERFILES["cpu"])
+    (cmd,) = [exec_form(i.args) for i in stage if i.name == "CMD"]
+    (health,) = [exec_form(i.args) for i in stage if i.name == "HEALTHCHECK"]
+    if shutil.which(cmd[0]) is None:
+        pytest.skip(f"{cmd[0]} is not on PATH")
+    with socket.socket() as probe:  # a free port, as SDART_PORT would pick another in a container
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, **env_of(stage), "PATH": os.environ["PATH"], "HF_HOME": str(tmp_path / "hf"),
+           "SDART_DATA_DIR": str(tmp_path / "data"), "SDART_OUTPUT_DIR": str(tmp_path / "data" / "outputs"),
+           "SDART_MODEL": str(tiny_model_dir), "SDART_DEVICE": "cpu", "SDART_PORT": str(port)}
+    # In the image `python` is the venv's; here it is this interpreter (Debian may have no `python` at all).
+    health = [sys.executable, *health[1:]] if health[0] == "python" else health
+
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "API key" in refused.stderr
+
+    server = subprocess.Popen(cmd, env={**env, "SDART_API_KEY": "test-key"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while subprocess.run(health, env=env, capture_output=True, timeout=30).returncode != 0:
+            assert server.poll() is None, f"server exited: {server.stderr.read()}"
+            assert time.monotonic() < deadline, "health check never passed"
+            time.sleep(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
