@@ -6,6 +6,7 @@ cell that silently stops drawing fails here, not only one that raises.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -47,7 +48,15 @@ def executed(tmp_path_factory, tiny_model_dir):
     """The notebook after running every cell, and the folder it ran in (module scope: it takes ~30 s)."""
     workdir = tmp_path_factory.mktemp("notebook")
     env = pytest.MonkeyPatch()
-    # The kernel inherits this environment: the parameter cell reads SDART_MODEL/SDART_DEVICE.
+    # The kernel inherits this environment. Module scope runs before conftest's per-test isolation, so isolate
+    # here the same way: own HOME and caches, no token, no SDART_* but ours (the parameter cell reads them).
+    home = tmp_path_factory.mktemp("notebook-home")
+    env.setenv("HOME", str(home))
+    env.setenv("HF_HOME", str(home / "hf"))
+    env.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    env.delenv("HF_TOKEN", raising=False)
+    for key in [key for key in os.environ if key.startswith("SDART_")]:
+        env.delenv(key)
     env.setenv("SDART_MODEL", notebook_model(tiny_model_dir))
     env.setenv("SDART_DEVICE", "cpu")
     # float32: the auto choice (bfloat16 on CPUs with AMX) is 2-3x slower for a model this small; dtypes are
