@@ -73,6 +73,9 @@ class SpeedOptions:
     compile: bool = False
     compile_cache_dir: Path | None = None
     threads: int | None = None
+    # These two change the image (measured in benchmarks/RESULTS.md): off by default.
+    step_cache: int = 0  # DeepCache-style reuse of deep UNet features; N = run the full UNet every N steps
+    quantize: str = "none"  # "int8": int8 weights (UNet and text encoder) to lower memory
 
 
 def apply_speed(pipe, options: SpeedOptions, device: torch.device) -> None:
@@ -85,14 +88,39 @@ def apply_speed(pipe, options: SpeedOptions, device: torch.device) -> None:
     if options.fuse_qkv and hasattr(pipe, "fuse_qkv_projections"):
         # One (d → 3d) matmul instead of three per self-attention layer.
         pipe.fuse_qkv_projections()
-    if options.compile:
-        if options.compile_cache_dir:
-            # Inductor's on-disk caches make the second process start skip most of the compile work.
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(options.compile_cache_dir))
-            os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-            os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
-        mode = "max-autotune" if device.type == "cuda" else None
-        pipe.unet = torch.compile(pipe.unet, mode=mode, fullgraph=True)
+    if options.quantize == "int8":
+        from sdart.quant import quantize_int8
+
+        # After fusing, so that the fused to_qkv weight is the one quantized.
+        saved = sum(quantize_int8(getattr(pipe, name)) for name in ("unet", "text_encoder", "text_encoder_2")
+                    if getattr(pipe, name, None) is not None)
+        log.info("int8 weights: %.2f GiB of weights freed", saved / 2**30)
+    elif options.quantize not in ("none", "", None):
+        raise ValueError(f"quantize = {options.quantize!r}: use none or int8")
+    if options.step_cache:
+        if options.compile:
+            log.warning("step cache and compile don't combine (the cache switches the UNet's graph each step); "
+                        "compile is skipped")
+        from sdart.stepcache import enable_step_cache
+
+        enable_step_cache(pipe.unet, options.step_cache)
+    elif options.compile:
+        compile_unet(pipe, options, device)
+
+
+def compile_unet(pipe, options: SpeedOptions, device: torch.device) -> None:
+    """torch.compile the UNet: on CUDA with CUDA graphs ("reduce-overhead": one graph launch per step instead of
+    ~1,000 kernel launches); Inductor's FX/autograd caches under `compile_cache_dir` make a second process
+    start reuse the compiled kernels."""
+    if options.compile_cache_dir:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(options.compile_cache_dir))
+        os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+        os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    import torch._inductor.config as inductor_config
+
+    inductor_config.conv_1x1_as_mm = True  # 1×1 convs (the attention blocks' proj_in/out) as plain matmuls
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    pipe.unet = torch.compile(pipe.unet, mode=mode, fullgraph=True)
 
 
 def apply_memory_mode(pipe, mode: str, device: torch.device) -> None:

@@ -18,12 +18,13 @@ import torch
 from PIL import Image
 
 from sdart import __version__
-from sdart.device import SpeedOptions, apply_memory_mode, apply_speed, pick_device, pick_dtype
+from sdart.device import SpeedOptions, apply_memory_mode, apply_speed, compile_unet, pick_device, pick_dtype
 from sdart.metadata import format_infotext
 from sdart.models import LoadedModel, load, resolve
 from sdart.request import MAX_SEED, GenerationRequest
 from sdart.samplers import find_sampler, make_scheduler
 from sdart.settings import Settings, load_settings
+from sdart.stepcache import reset_step_cache
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ class Engine:
             compile=self.settings.compile,
             compile_cache_dir=self.settings.compile_cache_dir,
             threads=self.settings.threads,
+            step_cache=self.settings.step_cache,
+            quantize=self.settings.quantize,
         )
         self._lock = threading.Lock()
         self.model: LoadedModel
@@ -162,9 +165,8 @@ class Engine:
         self._base_scheduler_config = dict(pipe.scheduler.config)
         apply_speed(pipe, SpeedOptions(**{**self.speed.__dict__, "compile": False}), self.device)
         apply_memory_mode(pipe, self.memory, self.device)
-        if self.speed.compile:
-            apply_speed(pipe, SpeedOptions(channels_last=False, fuse_qkv=False, compile=True,
-                                           compile_cache_dir=self.speed.compile_cache_dir), self.device)
+        if self.speed.compile and not self.speed.step_cache:
+            compile_unet(pipe, self.speed, self.device)  # after offload hooks, around the final module
         self.model = loaded
         self.load_s = time.perf_counter() - started
         log.info("loaded %s (%s) on %s in %s in %.1f s", reference, loaded.family, self.device, self.dtype, self.load_s)
@@ -269,7 +271,8 @@ class Engine:
                 raise GenerationCancelled()
             return callback_kwargs
 
-        # 5. Denoise and decode.
+        # 5. Denoise and decode (a step cache starts empty: nothing carries over from the last batch).
+        reset_step_cache(pipe.unet)
         output = pipe(
             prompt=[request.prompt] * len(seeds),
             negative_prompt=[request.negative_prompt] * len(seeds) if request.negative_prompt else None,

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     compile: bool = False
     compile_cache_dir: Path | None = None
     threads: int | None = None
+    step_cache: int = Field(0, ge=0)  # 0 off; N ≥ 2: full UNet every N steps, shallow branch between (changes the image)
+    quantize: Literal["none", "int8"] = "none"  # int8 weights: less memory, slightly different image
 
     # Server.
     host: str = "127.0.0.1"
