@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     help="Art from text prompts with Stable Diffusion, on a laptop CPU, a GPU or a cluster.",
@@ -29,7 +30,7 @@ EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # messages quote user text
     return typer.Exit(code)
 
 
@@ -145,7 +146,7 @@ def generate(
             try:
                 resolve(fields["model"])
             except ModelLoadError:
-                err.print(f"[yellow]note:[/] the image was made with model {fields['model']!r}, which is not "
+                err.print(f"[yellow]note:[/] the image was made with model {escape(repr(fields['model']))}, which is not "
                           "available here; using the default model (pass --model to choose).")
                 fields.pop("model")
         given = dict(prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed,
@@ -166,7 +167,7 @@ def generate(
         with err.status(f"loading {request.model or settings.model}…"):
             engine = Engine(request.model or settings.model, settings=settings)
         request = engine.resolve_request(request.replace(model=None))
-        err.print(f"[dim]{engine.reference} · {engine.model.family} · {engine.device} · "
+        err.print(f"[dim]{escape(engine.reference)} · {engine.model.family} · {engine.device} · "
                   f"{str(engine.dtype).removeprefix('torch.')} · loaded in {engine.load_s:.1f} s · seed {request.seed}[/]")
         # 4. Generate, saving each batch as soon as it is decoded.
         saved: list[dict[str, Any]] = []
@@ -201,7 +202,7 @@ def _report(saved, timings, engine, request, cancelled: bool, as_json: bool) -> 
         return
     for record in saved:
         flag = "  [red](flagged by the safety checker)[/]" if record.get("nsfw") else ""
-        out.print(f"{record['path']}{flag}", highlight=False)
+        out.print(f"{escape(record['path'])}{flag}", highlight=False)
     if saved:
         err.print(f"[green]{len(saved)} image(s)[/] in {summary['total_s']:.1f} s "
                   f"({summary.get('it_per_s', 0):.2f} it/s)")

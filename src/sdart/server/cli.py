@@ -20,6 +20,14 @@ def serve(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps \\[default: auto]."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, float16 or bfloat16 \\[default: auto]."),
     memory: Optional[str] = typer.Option(None, "--memory", help="balanced, low or minimal \\[default: balanced]."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Serve generation from a Ray cluster through Ray Serve: "
+                                                          "auto, local, or a cluster ADDRESS (needs sdart[ray])."),
+    replicas: int = typer.Option(1, "--replicas", min=1, help="With --ray: model replicas (fixed count)."),
+    min_replicas: Optional[int] = typer.Option(None, "--min-replicas", min=0, help="With --ray: autoscaling lower bound."),
+    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", min=1, help="With --ray: autoscaling upper bound."),
+    gpus_per_replica: Optional[float] = typer.Option(None, "--gpus-per-replica", min=0,
+                                                     help="With --ray: GPUs per model replica \\[default: 1 when "
+                                                          "the cluster has GPUs, else 0]."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
@@ -44,6 +52,18 @@ def serve(
         except UnsafeBind as exc:
             raise fail(str(exc), EXIT_BAD_INPUT) from None
         logging.getLogger("sdart").setLevel(log_level.upper())
+        if ray is not None:
+            from sdart.ray_runner import RayMissing, ServeScale, serve_on_ray
+
+            scale = ServeScale(replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
+                               gpus_per_replica=gpus_per_replica)
+            try:
+                serve_on_ray(settings, scale, address=ray, on_ready=lambda url: err.print(
+                    f"[green]sdart[/] serving {settings.model} from Ray Serve on {url}/ (Ctrl-C to stop)",
+                    highlight=False))
+            except RayMissing as exc:
+                raise fail(str(exc), EXIT_BAD_INPUT) from None
+            return
         with err.status(f"loading {settings.model}…"):
             engine = Engine(settings.model, settings=settings)
         app = create_app(settings, engine)
