@@ -44,7 +44,7 @@ def table(run: dict) -> str:
         per_image = _fmt(r["per_image_s"]) + (" (extrap.)" if r.get("extrapolated") else "")
         lines.append(
             f"| {r['config']} | {r.get('dtype', '')} | {r.get('sampler', '')} {r.get('steps', '')} | {r.get('batch', 1)} "
-            f"| {_fmt(r.get('step_s'), 3)} | {_fmt(r.get('it_per_s'), 1)} | {_fmt(r.get('fixed_s'))} | {per_image} "
+            f"| {_fmt(r.get('step_s'), 3)} | {_fmt(r.get('it_per_s'), 3)} | {_fmt(r.get('fixed_s'))} | {per_image} "
             f"| {_fmt(r.get('images_per_s'))} | {_fmt(ratio, 1)} | {_fmt(r.get('peak_rss_gib'))} "
             f"| {_fmt(r.get('peak_vram_gib'))} | {_fmt(r.get('load_s', r.get('build_s')))} | {r.get('load_avg', '')} |")
     return "\n".join(lines)
@@ -84,7 +84,8 @@ def chart(runs: dict[str, dict], path: Path) -> None:
         squeeze=False)
     for ax, kind in zip(axes[:, 0], kinds):
         rows = [r for r in runs[kind]["rows"] if r.get("batch") == 1 and "per_image_s" in r]
-        names = [r["config"] for r in rows][::-1]
+        # The load average beside each name: on a shared machine it explains much of the spread.
+        names = [f"{r['config']}  [load {r.get('load_avg', '?').split()[0]}]" for r in rows][::-1]
         values = [r["per_image_s"] for r in rows][::-1]
         colors = ["#999999" if r["path"] == "diffusers" else "#2a7ab0" for r in rows][::-1]
         ax.barh(names, values, color=colors)
@@ -92,7 +93,7 @@ def chart(runs: dict[str, dict], path: Path) -> None:
         for y, v in enumerate(values):
             ax.text(v, y, f" {v:.2f} s", va="center", fontsize=8)
         gpu = runs[kind]["machine"].get("gpu")
-        ax.set_title(f"{TITLES[kind]}: seconds per image, batch 1 (log scale) — {gpu or runs[kind]['machine']['cpu']}",
+        ax.set_title(f"{TITLES[kind]}: seconds per image, batch 1 (log scale) — {gpu or runs[kind]['machine']['cpu'].split(' (')[0]}",
                      fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         ax.set_xlim(right=max(values) * 4)
@@ -125,6 +126,13 @@ def write_report(folder: Path, notes: str | None = None) -> Path:
         parts += [f"## {TITLES[kind]}", "", f"`{run['command']}`, {run['date']}", ""]
         parts += [f"- {k}: {v}" for k, v in run["machine"].items()] + [""]
         parts += [table(run), ""]
+        if "unet_ab" in run:
+            ab = run["unet_ab"]
+            parts += [f"One UNet call (CFG batch 2, 64×64 latents), variants interleaved over {ab['rounds']} rounds so "
+                      f"that each sees the same machine load: `{ab['command']}` (load at end {ab['load_avg_end']})", "",
+                      "| variant | seconds per call (each round) | mean s | × vs fp32 |", "|---|---|---|---|"]
+            parts += [f"| {r['variant']} | {', '.join(map(str, r['unet_call_s']))} | {r['mean_s']} | {r['x_vs_fp32']} |"
+                      for r in ab["rows"]] + [""]
         more = extras(run)
         if more:
             parts += [more, ""]

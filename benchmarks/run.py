@@ -409,7 +409,11 @@ def main(argv=None) -> None:
     _quiet_libraries()
     bench = Bench(args)
     if args.append and bench.results_file.is_file():
-        bench.rows = json.loads(bench.results_file.read_text())["rows"]
+        previous = json.loads(bench.results_file.read_text())
+        bench.rows = previous.pop("rows")
+        bench.meta.update({k: v for k, v in previous.items() if k not in bench.meta})  # e.g. unet_ab
+        if args.only:  # a configuration measured again replaces its old row
+            bench.rows = [r for r in bench.rows if not (("rss" in args.only and "process peak" in r["config"]))]
     folder = model_folder(args)
     print(json.dumps(bench.meta), flush=True)
     plan = args.plan or ("cuda" if bench.cuda else "cpu")
