@@ -37,6 +37,20 @@ def next_number(directory: Path) -> int:
     return max(numbers, default=0) + 1
 
 
+def _write_temp_png(image: Image.Image, infotext: str | None, folder: Path) -> str:
+    """The PNG, complete and fsynced, under a hidden temporary name in `folder`; the caller moves it into place."""
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".sdart-", suffix=".png.tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            image.save(tmp, format="PNG", pnginfo=png_info(infotext) if infotext else None)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+    except BaseException:
+        os.unlink(tmp_name)
+        raise
+    return tmp_name
+
+
 def save_image(image: Image.Image, infotext: str | None, seed: int, directory: str | Path) -> Path:
     """Write `image` as `NNNNN-SEED.png` with its infotext; returns the path.
 
@@ -44,12 +58,8 @@ def save_image(image: Image.Image, infotext: str | None, seed: int, directory: s
     (so nothing is overwritten, even by a concurrent writer), and the file under the final name is complete.
     """
     folder = ensure_writable_dir(directory)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".sdart-", suffix=".png.tmp")
+    tmp_name = _write_temp_png(image, infotext, folder)
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            image.save(tmp, format="PNG", pnginfo=png_info(infotext) if infotext else None)
-            tmp.flush()
-            os.fsync(tmp.fileno())
         number = next_number(folder)
         while True:
             target = folder / f"{number:05d}-{seed}.png"
@@ -70,13 +80,8 @@ def save_image_as(image: Image.Image, infotext: str | None, target: str | Path) 
     Replacing is right here because a key names one image: a file under it is a leftover of the same work.
     """
     target = Path(target)
-    folder = ensure_writable_dir(target.parent)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".sdart-", suffix=".png.tmp")
+    tmp_name = _write_temp_png(image, infotext, ensure_writable_dir(target.parent))
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            image.save(tmp, format="PNG", pnginfo=png_info(infotext) if infotext else None)
-            tmp.flush()
-            os.fsync(tmp.fileno())
         os.replace(tmp_name, target)
     except BaseException:
         os.unlink(tmp_name)
