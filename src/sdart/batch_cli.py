@@ -107,9 +107,7 @@ def _executor(ray: str | None, settings, folder: Path, retries: int, workers: in
         try:
             stack.enter_context(ray_session(ray))
         except RayMissing as exc:
-            from rich.markup import escape  # the hint holds [ray], which rich would read as a style
-
-            raise fail(escape(str(exc)), EXIT_BAD_INPUT) from None
+            raise fail(str(exc), EXIT_BAD_INPUT) from None  # fail() escapes the [ray] in the hint
         yield ray_executor(settings, folder, workers=workers, gpus_per_worker=gpus_per_worker,
                            cpus_per_worker=cpus_per_worker, retries=retries)
 
