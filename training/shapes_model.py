@@ -15,21 +15,25 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from .shapes_data import IMAGE_SIZE, caption_vocabulary
 
 MAX_LENGTH = 77  # as SD: the pipeline pads every prompt to tokenizer.model_max_length
-# DDPM's linear schedule (Ho et al. 2020). SD's scaled_linear 0.00085..0.012 ends at alpha_bar_T = 0.0047: on a
-# 16×16 latent the image mean then leaks through x_T (0.068·mean vs noise-mean std 1/16), the model learns to read
-# colours from it and pure noise at sampling time tints every picture. Linear ends at 4e-5 (leak 10× smaller).
-# Every sampler the project offers reads beta_schedule from the config.
-SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
+# Stable Diffusion 1.x's noise schedule (v1-inference.yaml): every sampler the project offers reads it from the
+# config. (DDPM's "linear" 1e-4..0.02 was tried: on a 16×16 latent it destroys the picture by t≈600, so ε-loss gives
+# almost no signal at the steps where sampling decides colour and layout; the model stayed prompt-blind.)
+# The image-mean leak through x_T (alpha_bar_T = 0.0047) is kept small by zero-mean latents (center_latents).
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     vae_channels: tuple[int, ...] = (32, 64, 64)   # 3 blocks → 2 downsamples → latent 16×16 for 64×64 pixels
     vae_layers: int = 1
+    # GroupNorm with one channel per group is InstanceNorm: it wipes out a flat picture's colour (VAE) and the
+    # per-channel mean of the predicted noise (UNet). Keep ≥4 channels per group, as SD does (128/32, 320/32).
+    vae_groups: int = 4
     latent_channels: int = 4
     unet_channels: tuple[int, ...] = (64, 96, 128)
     unet_layers: int = 1
     unet_head_dim: int = 32
+    unet_groups: int = 8
     text_hidden: int = 64
     text_layers: int = 2
     text_heads: int = 4
@@ -121,7 +125,7 @@ def make_vae(cfg: ModelConfig) -> AutoencoderKL:
         in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=cfg.vae_channels, layers_per_block=cfg.vae_layers,
-        latent_channels=cfg.latent_channels, norm_num_groups=16, sample_size=IMAGE_SIZE,
+        latent_channels=cfg.latent_channels, norm_num_groups=cfg.vae_groups, sample_size=IMAGE_SIZE,
     )
 
 
@@ -143,7 +147,7 @@ def make_unet(cfg: ModelConfig) -> UNet2DConditionModel:
         sample_size=IMAGE_SIZE // cfg.vae_scale, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
         down_block_types=down, up_block_types=up, block_out_channels=cfg.unet_channels,
         layers_per_block=cfg.unet_layers, cross_attention_dim=cfg.text_hidden,
-        attention_head_dim=cfg.unet_head_dim, norm_num_groups=32,
+        attention_head_dim=cfg.unet_head_dim, norm_num_groups=cfg.unet_groups,
     )
 
 

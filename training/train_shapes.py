@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -43,10 +44,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     p.add_argument("--n-images", type=int, default=20000)
-    p.add_argument("--vae-steps", type=int, default=1200)
+    p.add_argument("--vae-steps", type=int, default=800)
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-lr", type=float, default=1e-3)
-    p.add_argument("--unet-steps", type=int, default=2400)
+    p.add_argument("--vae-mode", choices=("ae", "kl"), default="ae",
+                   help="ae: decode the posterior mean, penalise mean² (learns fast; logvar is pinned tiny after "
+                        "training so latent_dist.sample() ≈ mean); kl: SD's sampled posterior + KL")
+    p.add_argument("--decoder-steps", type=int, default=1500,
+                   help="after the UNet: fine-tune the VAE decoder alone (encoder frozen, so the latent space the UNet "
+                        "learned stays the same) for sharper edges, as SD's ft-MSE VAE did")
+    p.add_argument("--unet-steps", type=int, default=1400)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved UNet / text-encoder weights")
@@ -103,17 +110,49 @@ def train_vae(vae, pixels: torch.Tensor, args, device, gen: torch.Generator, log
         idx = torch.randint(0, n, (args.vae_batch,), generator=gen)
         x = pixels[idx].to(device)
         posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
+        if args.vae_mode == "ae":
+            z = posterior.mean
+            kl = 0.5 * z.pow(2).mean()  # the mean² part of the KL: keeps the latent scale bounded
+        else:
+            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
+            kl = posterior.kl().mean() / z[0].numel()  # per latent element
         recon = vae.decode(z).sample
         rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
-        kl = posterior.kl().mean() / z[0].numel()  # per latent element
         loss = rec + 1e-4 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % args.log_every == 0 or step == args.vae_steps - 1:
             log.append({"stage": "vae", "step": step, "loss": rec.item(), "kl": kl.item()})
-            print(f"vae  {step:5d}  rec {float(rec):.4f}  kl {float(kl):.3f}", flush=True)
+            print(f"vae  {step:5d}  rec {rec.item():.4f}  kl {kl.item():.3f}", flush=True)
+    vae.eval()
+    if args.vae_mode == "ae":
+        with torch.no_grad():  # logvar := -20 everywhere (std 4.5e-5): sampling = the mean, as trained
+            c = vae.config.latent_channels
+            vae.quant_conv.weight[c:] = 0
+            vae.quant_conv.bias[c:] = -20.0
+
+
+def finetune_decoder(vae, latents: torch.Tensor, pixels: torch.Tensor, steps: int, batch: int, lr: float,
+                     gen: torch.Generator, device, log: list, log_every: int = 25) -> None:
+    """Train only the decoder side (post_quant_conv + decoder) on fixed latents (N, C, h, w) → pixels (N, 3, H, W)."""
+    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    vae.train()
+    n = pixels.shape[0]
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = _cosine_lr(step, steps, lr, warmup=50)
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        x = pixels[idx].to(device)
+        recon = vae.decode(latents[idx].to(device)).sample
+        rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        opt.zero_grad(set_to_none=True)
+        rec.backward()
+        opt.step()
+        if step % log_every == 0 or step == steps - 1:
+            log.append({"stage": "decoder", "step": step, "loss": rec.item()})
+            print(f"dec  {step:5d}  rec {rec.item():.4f}", flush=True)
     vae.eval()
 
 
@@ -208,15 +247,42 @@ def train_unet(unet, text_encoder, latents_mean, latents_std, ids, empty_ids, ar
     text_encoder.eval()
 
 
+def decoder_only(argv: list[str] | None = None) -> None:
+    """Stage 5 alone, from the VAE that stage 3 saved in --log-dir/vae: same data, same generator as main()."""
+    from diffusers import AutoencoderKL
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    images, _ = make_dataset(args.n_images, seed=args.seed)
+    pixels = _to_tensor(images)
+    vae = AutoencoderKL.from_pretrained(str(args.log_dir / "vae")).to(device)
+    lat_mean, _ = encode_all(vae, pixels, device)
+    log: list[dict] = []
+    t0 = time.time()
+    finetune_decoder(vae, lat_mean, pixels, args.decoder_steps, args.vae_batch, args.vae_lr,
+                     torch.Generator().manual_seed(args.seed + 1), device, log, args.log_every)
+    vae.save_pretrained(args.log_dir / "vae_decoder_ft")
+    (args.log_dir / "decoder_log.json").write_text(json.dumps({"seconds": time.time() - t0, "log": log}))
+
+
 def plot_losses(log: list, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, stage, title in ((axes[0], "vae", "VAE reconstruction (L1 + MSE)"), (axes[1], "unet", "UNet ε-loss (min-SNR-5)")):
-        rows = [r for r in log if r["stage"] == stage]
-        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    panels = ((axes[0], ("vae", "decoder"), "VAE reconstruction (L1 + MSE)"), (axes[1], ("unet",), "UNet ε-loss (min-SNR-5)"))
+    for ax, stages, title in panels:
+        offset = 0
+        for stage in stages:
+            rows = [r for r in log if r["stage"] == stage]
+            if rows:
+                ax.plot([offset + r["step"] for r in rows], [r["loss"] for r in rows], label=stage)
+                offset += rows[-1]["step"] + 1
+        if len(stages) > 1:
+            ax.legend()
         ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -232,7 +298,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)  # every random draw of training comes from here (on CPU)
+    # One CPU generator per stage, so a stage's random draws do not depend on whether an earlier stage ran
+    # (--vae-from): VAE = seed, decoder fine-tune = seed + 1, UNet = seed + 2.
+    gen = torch.Generator().manual_seed(args.seed)
     t_start, cpu_start = time.time(), time.process_time()
     timings = {}
 
@@ -287,17 +355,32 @@ def main(argv: list[str] | None = None) -> dict:
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=pipeline_scheduler(),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
-        pipe.save_pretrained(args.out if step is None else args.out.parent / f"{args.out.name}-step{step}",
-                             safe_serialization=True)
+        folder = args.out if step is None else args.out.parent / f"{args.out.name}-step{step}"
+        pipe.save_pretrained(folder, safe_serialization=True)
+        # transformers 5 writes only tokenizer.json; keep the source files too so 4.x's slow CLIPTokenizer loads it
+        for name in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
+            shutil.copy(args.log_dir / "tokenizer" / name, folder / "tokenizer" / name)
 
     vae.save_pretrained(args.log_dir / "vae")  # so experiments can reuse it (--vae-from)
     t0 = time.time()
-    train_unet(unet, text_encoder, lat_mean, lat_std, ids, empty_ids, args, device, gen, log, save=save)
+    train_unet(unet, text_encoder, lat_mean, lat_std, ids, empty_ids, args, device,
+               torch.Generator().manual_seed(args.seed + 2), log, save=save)
     timings["unet_s"] = time.time() - t0
+
+    # 5. Decoder fine-tune (own generator: the UNet's random stream does not depend on it)
+    t0 = time.time()
+    if args.decoder_steps:
+        lat_mean, _ = encode_all(vae, pixels, device)  # re-encoded by the centred VAE, as decoder_only() does
+        finetune_decoder(vae, lat_mean, pixels, args.decoder_steps, args.vae_batch, args.vae_lr,
+                         torch.Generator().manual_seed(args.seed + 1), device, log, args.log_every)
+        with torch.no_grad():
+            recon = vae.decode(lat_mean[:256].to(device)).sample.cpu()
+        vae_rec_mae = float((recon - pixels[:256]).abs().mean() * 127.5)
+    timings["decoder_s"] = time.time() - t0
     timings["total_s"] = time.time() - t_start
     timings["process_cpu_s"] = time.process_time() - cpu_start  # wall time depends on what else the machine runs
 
-    # 5. Save
+    # 6. Save
     vae.cpu(), text_encoder.cpu(), unet.cpu()
     save()
     n_params = {k: sum(p.numel() for p in m.parameters()) for k, m in
