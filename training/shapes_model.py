@@ -157,4 +157,8 @@ def train_scheduler() -> DDPMScheduler:
 
 def pipeline_scheduler() -> PNDMScheduler:
     """What SD 1.x ships (PNDM, skip_prk_steps); every sampler the project offers builds from its config."""
-    return PNDMScheduler(**SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    sched = PNDMScheduler(**SCHEDULE, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    # As SD 1.x's scheduler_config.json: DDIM/DDPM built from this config would otherwise clip x0 to [-1, 1],
+    # and our scaled latents are not in that range (DDIM measured 0 % colour accuracy without this).
+    sched.register_to_config(clip_sample=False)
+    return sched

@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--text-hidden", type=int, default=64)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--save-every", type=int, default=0, help="also save the (EMA) folder every N UNet steps; 0 = at the end")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start the UNet and text encoder from this folder (continue training with a fresh schedule)")
     p.add_argument("--vae-from", type=Path, default=None,
                    help="reuse a trained VAE folder instead of stage 2 (for experiments; the bundled model trains its own)")
     return p.parse_args(argv)
@@ -316,6 +318,12 @@ def main(argv: list[str] | None = None) -> dict:
     vae = make_vae(cfg).to(device)
     text_encoder = make_text_encoder(cfg, tokenizer).to(device)
     unet = make_unet(cfg).to(device)
+    if args.init_from is not None:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet = UNet2DConditionModel.from_pretrained(str(args.init_from / "unet")).to(device)
+        text_encoder = CLIPTextModel.from_pretrained(str(args.init_from / "text_encoder")).to(device)
     log: list[dict] = []
 
     # 2. VAE
