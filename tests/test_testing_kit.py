@@ -54,7 +54,7 @@ def test_tokenizer_loads_offline_and_encodes_any_text(tmp_path: Path) -> None:
     vocab = kit.byte_level_vocab()
     assert len(tok) == len(vocab) == 514 and tok.model_max_length == 77
     ids = tok("a fox, 🦊", padding="max_length", max_length=tok.model_max_length).input_ids
-    fox = [kit._bytes_to_unicode()[b] for b in "🦊".encode()]  # 4 UTF-8 bytes, the last one ends the word
+    fox = [kit.bytes_to_unicode()[b] for b in "🦊".encode()]  # 4 UTF-8 bytes, the last one ends the word
     words = [kit.BOS, "a</w>", "f", "o", "x</w>", ",</w>", *fox[:-1], fox[-1] + "</w>", kit.EOS]
     assert ids == [vocab.index(t) for t in words] + [vocab.index(kit.EOS)] * (77 - len(words))
 

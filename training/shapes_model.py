@@ -12,6 +12,8 @@ from pathlib import Path
 from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from sdart.testing import bytes_to_unicode
+
 from .shapes_data import IMAGE_SIZE, caption_vocabulary
 
 MAX_LENGTH = 77  # as SD: the pipeline pads every prompt to tokenizer.model_max_length
@@ -45,19 +47,6 @@ class ModelConfig:
 
 # ---------------------------------------------------------------- tokenizer
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte → printable unicode map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     """CLIP's BPE on one lower-case word (same algorithm as CLIPTokenizer.bpe)."""
     parts = list(word[:-1]) + [word[-1] + "</w>"]
@@ -86,7 +75,7 @@ def write_tokenizer(folder: Path, words: list[str] | None = None) -> CLIPTokeniz
     (last, as in CLIP, so ``argmax(input_ids)`` finds the end token).
     """
     words = caption_vocabulary() if words is None else words
-    byte_syms = list(_bytes_to_unicode().values())
+    byte_syms = list(bytes_to_unicode().values())
     vocab: list[str] = byte_syms + [s + "</w>" for s in byte_syms]
     merges: list[tuple[str, str]] = []
     ranks: dict[tuple[str, str], int] = {}

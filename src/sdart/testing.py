@@ -63,7 +63,7 @@ OPENCLIP_PAD = "!"
 # --------------------------------------------------------------------------------------------------
 # Tokenizer
 # --------------------------------------------------------------------------------------------------
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP byte -> printable unicode symbol table (256 entries, printable ASCII first)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     codes = printable[:]
@@ -78,7 +78,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def byte_level_vocab() -> list[str]:
     """The 514 tokens in id order: 256 byte symbols, the same with ``</w>``, then BOS (512) and EOS (513)."""
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     return [*symbols, *(s + "</w>" for s in symbols), BOS, EOS]
 
 
