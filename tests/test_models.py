@@ -144,3 +144,12 @@ def test_hash_cache_is_reused(tiny_single_file, monkeypatch):
     first = models.file_sha256(tiny_single_file)
     monkeypatch.setattr(models.hashlib, "sha256", lambda: (_ for _ in ()).throw(AssertionError("rehashed")))
     assert models.file_sha256(tiny_single_file) == first
+
+
+def test_sdxl_single_file_is_recognised_and_loads(tiny_sdxl_dir, tmp_path):
+    from sdart.testing import save_single_file
+
+    checkpoint = save_single_file(tiny_sdxl_dir, tmp_path / "tiny-xl.safetensors")
+    assert models._single_file_is_sdxl(checkpoint)
+    loaded = load(resolve(str(checkpoint), config_dir=tiny_sdxl_dir), torch.float32)
+    assert type(loaded.pipeline).__name__ == "StableDiffusionXLPipeline" and loaded.family == "sdxl"
