@@ -3,6 +3,7 @@ pipelines; every front end (CLI, Python, server, batch) goes through it."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -163,7 +164,7 @@ class Engine:
         if self.safety_checker and self._checker[0] is None:
             log.warning("%s ships no safety checker; images will not be checked", reference)
         self._base_scheduler_config = dict(pipe.scheduler.config)
-        apply_speed(pipe, SpeedOptions(**{**self.speed.__dict__, "compile": False}), self.device)
+        apply_speed(pipe, dataclasses.replace(self.speed, compile=False), self.device)  # compile comes last
         apply_memory_mode(pipe, self.memory, self.device)
         if self.speed.compile and not self.speed.step_cache:
             compile_unet(pipe, self.speed, self.device)  # after offload hooks, around the final module
