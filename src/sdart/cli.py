@@ -263,7 +263,7 @@ def samplers() -> None:
 
 @app.command()
 def models() -> None:
-    """List the built-in models and the usual hub models."""
+    """List the built-in models and the default hub model."""
     from sdart.models import builtin_models
     from sdart.settings import DEFAULT_MODEL
 
