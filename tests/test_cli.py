@@ -138,6 +138,9 @@ def test_help_lists_commands_and_main_options():
     for option in ("--steps", "--cfg", "--seed", "--sampler", "--model", "--from", "--memory", "--json"):
         assert option in options
     assert "DPM++ 2M Karras" in sdart("samplers").stdout
+    # rich markup must not swallow bracketed defaults
+    flat = " ".join(options.split())
+    assert "[default: 25]" in flat and "[default: outputs]" in flat
 
 
 def test_ctrl_c_keeps_finished_images_and_exits_130(tiny_model_dir, tmp_path):

@@ -12,37 +12,42 @@ from typing import Any, Optional
 
 import typer
 
+from sdart import cli_options as o
+
 
 def batch(
     prompt_files: list[Path] = typer.Argument(..., help=".txt (one prompt a line, # comments), .jsonl (request objects) or .csv (header of field names)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: PNGs named by key, and manifest.jsonl. Run again to resume."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds each line starts from, e.g. 0-3 or 1,5,9 (a line's seed/seeds win)."),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative", "-N", help="Default negative prompt."),
-    steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Default denoising steps [default: 25]."),
-    cfg_scale: Optional[float] = typer.Option(None, "--cfg", "--cfg-scale", help="Default guidance scale [default: 7]."),
+    negative_prompt: o.NegativePrompt = None,
+    steps: o.Steps = None,
+    cfg_scale: o.CfgScale = None,
     seed: Optional[int] = typer.Option(None, "--seed", help="Default seed (-1: a seed derived from the line, stable across runs)."),
-    width: Optional[int] = typer.Option(None, "--width", "-W", help="Default width [default: the model's size]."),
-    height: Optional[int] = typer.Option(None, "--height", "-H", help="Default height [default: the model's size]."),
+    width: o.Width = None,
+    height: o.Height = None,
     n_iter: Optional[int] = typer.Option(None, "--n-iter", "-n", help="Images per seed and line (consecutive seeds)."),
-    sampler_name: Optional[str] = typer.Option(None, "--sampler", help="Default A1111 sampler name; see `sdart samplers`."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Default A1111 schedule type."),
-    clip_skip: Optional[int] = typer.Option(None, "--clip-skip", help="Default clip skip (1 = last layer)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Default model (a line's `model` wins) [env: SDART_MODEL]."),
+    sampler_name: o.Sampler = None,
+    scheduler: o.Scheduler = None,
+    clip_skip: o.ClipSkip = None,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Default model (a line's `model` wins) \\[env: SDART_MODEL]."),
     retries: int = typer.Option(1, "--retries", min=0, help="Extra tries for an image that fails."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: auto (RAY_ADDRESS or a running `ray start` cluster, else a local one), local, or an address."),
     workers: int = typer.Option(1, "--workers", min=1, help="Ray actors, each holding one model."),
-    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", min=0, help="GPUs per Ray actor [default: 1 if the cluster has GPUs, else 0]."),
-    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", min=0, help="CPUs per Ray actor [default: 1]."),
-    model_config_dir: Optional[Path] = typer.Option(None, "--model-config", help="Configs for a single-file checkpoint (offline)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, float16 or bfloat16."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="balanced, low or minimal."),
-    rng: Optional[str] = typer.Option(None, "--rng", help="cpu (same image on any device) or device."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", min=0, help="GPUs per Ray actor \\[default: 1 if the cluster has GPUs, else 0]."),
+    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", min=0, help="CPUs per Ray actor \\[default: 1]."),
+    model_config_dir: o.ModelConfigDir = None,
+    device: o.Device = None,
+    dtype: o.DType = None,
+    memory: o.Memory = None,
+    rng: o.Rng = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the files and count the work; generate nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: o.Debug = False,
 ) -> None:
-    """Generate every image asked for in prompt files; run it again to resume (done images are skipped)."""
+    """Generate every image asked for in prompt files; run it again to resume (done images are skipped).
+
+    Request options (--steps, --cfg, --sampler, …) are defaults: a line's own fields win.
+    """
     from sdart.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, _configure_logging, err, fail, friendly_errors
 
     _configure_logging(debug)

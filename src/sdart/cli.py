@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from sdart import cli_options as o
 from rich.console import Console
 from rich.markup import escape
 
@@ -106,31 +108,31 @@ def _request_fields_from_image(path: Path) -> dict[str, Any]:
 @app.command()
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="What to draw. Optional with --from."),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative", "-N", help="What to keep out of the image."),
-    steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Denoising steps [default: 25]."),
-    cfg_scale: Optional[float] = typer.Option(None, "--cfg", "--cfg-scale", help="Guidance scale [default: 7]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the first image (-1: random) [default: -1]."),
-    width: Optional[int] = typer.Option(None, "--width", "-W", help="Width in pixels, a multiple of 8 [default: the model's size]."),
-    height: Optional[int] = typer.Option(None, "--height", "-H", help="Height in pixels, a multiple of 8 [default: the model's size]."),
+    negative_prompt: o.NegativePrompt = None,
+    steps: o.Steps = None,
+    cfg_scale: o.CfgScale = None,
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the first image (-1: random) \\[default: -1]."),
+    width: o.Width = None,
+    height: o.Height = None,
     n_iter: Optional[int] = typer.Option(None, "--n-iter", "-n", help="How many batches to make (images = n × batch size)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per batch (one model call)."),
-    sampler_name: Optional[str] = typer.Option(None, "--sampler", help="A1111 sampler name [default: DPM++ 2M Karras]; see `sdart samplers`."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="A1111 schedule type: Automatic, Karras, Exponential, …"),
-    clip_skip: Optional[int] = typer.Option(None, "--clip-skip", help="Stop the text encoder this many layers early (1 = last layer)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Hub id, diffusers folder, checkpoint file or builtin:NAME [env: SDART_MODEL]."),
-    model_config_dir: Optional[Path] = typer.Option(None, "--model-config", help="Local diffusers folder with configs for a single-file checkpoint (needed offline)."),
+    sampler_name: o.Sampler = None,
+    scheduler: o.Scheduler = None,
+    clip_skip: o.ClipSkip = None,
+    model: o.Model = None,
+    model_config_dir: o.ModelConfigDir = None,
     from_image: Optional[Path] = typer.Option(None, "--from", help="Re-run the parameters stored in this PNG; other options override them."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where PNGs go [default: outputs] [env: SDART_OUTPUT_DIR]."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps [default: auto]."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, float16 or bfloat16 [default: auto]."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="balanced, low or minimal [default: balanced]."),
-    rng: Optional[str] = typer.Option(None, "--rng", help="Where noise is drawn: cpu (same image on any device) or device."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where PNGs go \\[default: outputs] \\[env: SDART_OUTPUT_DIR]."),
+    device: o.Device = None,
+    dtype: o.DType = None,
+    memory: o.Memory = None,
+    rng: o.Rng = None,
     safety_checker: Optional[bool] = typer.Option(None, "--safety-checker/--no-safety-checker", help="Check images with the model's safety checker and report flagged ones."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the UNet (slow first start, faster steps)."),
     step_cache: Optional[int] = typer.Option(None, "--step-cache", help="Reuse deep UNet features: full UNet every N steps (2-5), faster, slightly different image."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="none or int8 (int8 weights: less memory, slightly different image)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable results on stdout."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: o.Debug = False,
 ) -> None:
     """Generate images from a prompt and save them as PNGs with their parameters."""
     _configure_logging(debug)

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from sdart import cli_options as o
+
 
 def serve(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to load \\[env: SDART_MODEL]."),
@@ -14,14 +16,14 @@ def serve(
                                                             "address needs --api-key \\[env: SDART_HOST]."),
     port: Optional[int] = typer.Option(None, "--port", help="Port \\[default: 7860] \\[env: SDART_PORT]."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database and images \\[default: sdart-data] "
-                                                                     "[env: SDART_DATA_DIR]."),
+                                                                     "\\[env: SDART_DATA_DIR]."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Require `Authorization: Bearer KEY` (or HTTP "
                                                                   "Basic with KEY as password) \\[env: SDART_API_KEY]."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps \\[default: auto]."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, float16 or bfloat16 \\[default: auto]."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="balanced, low or minimal \\[default: balanced]."),
+    device: o.Device = None,
+    dtype: o.DType = None,
+    memory: o.Memory = None,
     ray: Optional[str] = typer.Option(None, "--ray", help="Serve generation from a Ray cluster through Ray Serve: "
-                                                          "auto, local, or a cluster ADDRESS (needs sdart[ray])."),
+                                                          "auto, local, or a cluster ADDRESS (needs sdart\\[ray])."),
     replicas: int = typer.Option(1, "--replicas", min=1, help="With --ray: model replicas (fixed count)."),
     min_replicas: Optional[int] = typer.Option(None, "--min-replicas", min=0, help="With --ray: autoscaling lower bound."),
     max_replicas: Optional[int] = typer.Option(None, "--max-replicas", min=1, help="With --ray: autoscaling upper bound."),
@@ -29,7 +31,7 @@ def serve(
                                                      help="With --ray: GPUs per model replica \\[default: 1 when "
                                                           "the cluster has GPUs, else 0]."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: o.Debug = False,
 ) -> None:
     """Serve the web page, the native API (/api/v1, docs at /docs) and the A1111 API (/sdapi/v1)."""
     from sdart.cli import EXIT_BAD_INPUT, _configure_logging, err, fail, friendly_errors

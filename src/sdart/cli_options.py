@@ -1,0 +1,32 @@
+"""Command-line options shared by `generate`, `batch` and `serve`, declared once.
+
+Typer renders help with rich markup, so a literal "[default: …]" must be written "\\[default: …]" or it
+vanishes from `--help`. Every option defaults to None so that an option left out falls through to the
+environment, `.env` or the request model's default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+# Request fields (their defaults live in sdart.request.GenerationRequest).
+NegativePrompt = Annotated[Optional[str], typer.Option("--negative", "-N", help="What to keep out of the image.")]
+Steps = Annotated[Optional[int], typer.Option("--steps", "-s", help="Denoising steps \\[default: 25].")]
+CfgScale = Annotated[Optional[float], typer.Option("--cfg", "--cfg-scale", help="Guidance scale \\[default: 7].")]
+Width = Annotated[Optional[int], typer.Option("--width", "-W", help="Width in pixels, a multiple of 8 \\[default: the model's size].")]
+Height = Annotated[Optional[int], typer.Option("--height", "-H", help="Height in pixels, a multiple of 8 \\[default: the model's size].")]
+Sampler = Annotated[Optional[str], typer.Option("--sampler", help="A1111 sampler name \\[default: DPM++ 2M Karras]; see `sdart samplers`.")]
+Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="A1111 schedule type: Automatic, Karras, Exponential, …")]
+ClipSkip = Annotated[Optional[int], typer.Option("--clip-skip", help="Stop the text encoder this many layers early (1 = last layer).")]
+
+# How and where the model runs (sdart.settings.Settings).
+Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, diffusers folder, checkpoint file or builtin:NAME \\[env: SDART_MODEL].")]
+ModelConfigDir = Annotated[Optional[Path], typer.Option("--model-config", help="Local diffusers folder with configs for a single-file checkpoint (needed offline).")]
+Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps \\[default: auto].")]
+DType = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16 \\[default: auto].")]
+Memory = Annotated[Optional[str], typer.Option("--memory", help="balanced, low or minimal \\[default: balanced].")]
+Rng = Annotated[Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (same image on any device) or device.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
