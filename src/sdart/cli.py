@@ -193,9 +193,9 @@ def generate(
 
 
 def _report(saved, timings, engine, request, cancelled: bool, as_json: bool) -> None:
-    from sdart.engine import _summarise
+    from sdart.engine import summarise_timings
 
-    summary = _summarise(timings, max(len(saved), 1), engine.load_s)
+    summary = summarise_timings(timings, max(len(saved), 1), engine.load_s)
     if as_json:
         print(json.dumps({
             "model": engine.reference, "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."),

@@ -166,6 +166,8 @@ class Engine:
         self._base_scheduler_config = dict(pipe.scheduler.config)
         apply_speed(pipe, dataclasses.replace(self.speed, compile=False), self.device)  # compile comes last
         apply_memory_mode(pipe, self.memory, self.device)
+        if self._checker[0] is not None and self.memory == "balanced":
+            self._checker[0].to(self.device)  # kept off the pipeline, so pipe.to() did not move it
         if self.speed.compile and not self.speed.step_cache:
             compile_unet(pipe, self.speed, self.device)  # after offload hooks, around the final module
         self.model = loaded
@@ -222,7 +224,7 @@ class Engine:
             if bar is not None:
                 bar.close()
         result.cancelled = len(result.images) < request.images_total
-        result.timings = _summarise(batch_timings, len(result.images), self.load_s)
+        result.timings = summarise_timings(batch_timings, len(result.images), self.load_s)
         return result
 
     def iter_batches(
@@ -334,7 +336,7 @@ class Engine:
         return [bool(f) for f in flagged]
 
 
-def _summarise(batches: list[dict[str, float]], images: int, load_s: float) -> dict[str, float]:
+def summarise_timings(batches: list[dict[str, float]], images: int, load_s: float) -> dict[str, float]:
     """Run timings: totals summed over batches, per-step and fixed costs averaged."""
     timings = {"load_s": load_s, "total_s": sum(b["total_s"] for b in batches)}
     if batches:
