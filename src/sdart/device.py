@@ -99,14 +99,10 @@ def apply_speed(pipe, options: SpeedOptions, device: torch.device) -> None:
     elif options.quantize not in ("none", "", None):
         raise ValueError(f"quantize = {options.quantize!r}: use none or int8")
     if options.step_cache:
-        if options.compile:
-            log.warning("step cache and compile don't combine (the cache switches the UNet's graph each step); "
-                        "compile is skipped")
         from sdart.stepcache import enable_step_cache
 
         enable_step_cache(pipe.unet, options.step_cache)
-    elif options.compile:
-        compile_unet(pipe, options, device)
+    # options.compile is applied by compile_unet, after the memory mode: it must wrap the final module.
 
 
 def compile_unet(pipe, options: SpeedOptions, device: torch.device) -> None:

@@ -3,7 +3,6 @@ pipelines; every front end (CLI, Python, server, batch) goes through it."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import math
@@ -164,11 +163,14 @@ class Engine:
         if self.safety_checker and self._checker[0] is None:
             log.warning("%s ships no safety checker; images will not be checked", reference)
         self._base_scheduler_config = dict(pipe.scheduler.config)
-        apply_speed(pipe, dataclasses.replace(self.speed, compile=False), self.device)  # compile comes last
+        apply_speed(pipe, self.speed, self.device)
         apply_memory_mode(pipe, self.memory, self.device)
         if self._checker[0] is not None and self.memory == "balanced":
             self._checker[0].to(self.device)  # kept off the pipeline, so pipe.to() did not move it
-        if self.speed.compile and not self.speed.step_cache:
+        if self.speed.compile and self.speed.step_cache:
+            log.warning("step cache and compile don't combine (the cache switches the UNet's graph each step); "
+                        "compile is skipped")
+        elif self.speed.compile:
             compile_unet(pipe, self.speed, self.device)  # after offload hooks, around the final module
         self.model = loaded
         self.load_s = time.perf_counter() - started
