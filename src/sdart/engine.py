@@ -153,7 +153,7 @@ class Engine:
         _quiet_libraries()
         spec = resolve(reference, self.settings.model_config_dir)
         started = time.perf_counter()
-        loaded = load(spec, self.dtype, safety_checker=self.safety_checker)
+        loaded = load(spec, self.dtype, safety_checker=self.safety_checker, int8_unet=self.speed.quantize == "int8")
         pipe = loaded.pipeline
         pipe.set_progress_bar_config(disable=True)
         # The checker runs after decoding so that flagged images are reported rather than blackened.

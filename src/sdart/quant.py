@@ -40,24 +40,24 @@ class _Int8Weight(nn.Module):
 
 
 class Int8Linear(_Int8Weight):
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype):
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype, weight: torch.Tensor | None = None):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self._init_weight(linear.weight, linear.bias, dtype)
+        self._init_weight(linear.weight if weight is None else weight, linear.bias, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantized(), self.bias)
 
 
 class Int8Conv2d(_Int8Weight):
-    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype):
+    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype, weight: torch.Tensor | None = None):
         super().__init__()
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         self.dilation, self.groups, self.padding_mode = conv.dilation, conv.groups, conv.padding_mode
         if conv.padding_mode != "zeros":
             raise ValueError("int8 conv supports zero padding only")
-        self._init_weight(conv.weight, conv.bias, dtype)
+        self._init_weight(conv.weight if weight is None else weight, conv.bias, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.dequantized()
@@ -66,18 +66,36 @@ class Int8Conv2d(_Int8Weight):
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-def quantize_int8(model: nn.Module, *, min_params: int = 4096) -> int:
-    """Replace Linear/Conv2d layers with ≥ `min_params` weights by int8-weight versions, in place.
+MIN_PARAMS = 256  # smaller layers stay as they are: nothing worth saving
+
+
+def int8_replacement(layer: nn.Module, weight: torch.Tensor, dtype: torch.dtype) -> _Int8Weight | None:
+    """The int8-weight version of `layer` holding `weight` (the layer's own, or one being loaded into it while the
+    layer is still on the meta device), or None when the layer is not one that gets quantized. The bias is taken
+    over as it is (possibly still on the meta device, to be filled in later)."""
+    if type(layer) not in (nn.Linear, nn.Conv2d) or weight.numel() < MIN_PARAMS:
+        return None
+    if isinstance(layer, nn.Linear):
+        return Int8Linear(layer, dtype, weight)
+    if layer.padding_mode != "zeros":
+        return None
+    return Int8Conv2d(layer, dtype, weight)
+
+
+def quantize_int8(model: nn.Module) -> int:
+    """Replace Linear/Conv2d layers with ≥ MIN_PARAMS weights by int8-weight versions, in place.
     Returns how many bytes of weights were saved."""
     saved = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) not in (nn.Linear, nn.Conv2d) or child.weight.numel() < min_params:
+            weight = getattr(child, "weight", None)
+            if not isinstance(weight, nn.Parameter):
                 continue
-            dtype = child.weight.dtype
-            replacement = Int8Linear(child, dtype) if isinstance(child, nn.Linear) else Int8Conv2d(child, dtype)
-            saved += child.weight.numel() * (child.weight.element_size() - 1)
-            setattr(parent, name, replacement.to(child.weight.device))
+            replacement = int8_replacement(child, weight, weight.dtype)
+            if replacement is None:
+                continue
+            saved += weight.numel() * (weight.element_size() - 1)
+            setattr(parent, name, replacement.to(weight.device))
             del child
     _return_freed_memory()
     return saved

@@ -1,0 +1,117 @@
+"""The streaming UNet loader (sdart.streaming): same weights as diffusers' loader, int8 on the way in, and a clean
+fallback to diffusers when a file doesn't fit."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from sdart.models import load, resolve
+from sdart.quant import Int8Conv2d, Int8Linear
+from sdart.streaming import StreamLoadError, iter_tensors, load_model
+
+
+def _unet_file(folder, variant=None):
+    return folder / "unet" / f"diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors"
+
+
+@pytest.fixture(scope="module")
+def fp16_variant_dir(tmp_path_factory):
+    """The tiny model saved as SD's hub repos ship it: fp16 weights under the `fp16` variant name."""
+    from sdart.testing import build_tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("variant") / "tiny-fp16"
+    build_tiny_pipeline("sd15").to(torch.float16).save_pretrained(folder, variant="fp16")
+    return folder
+
+
+def test_tensors_are_read_as_safetensors_reads_them(tiny_model_dir):
+    from safetensors.torch import load_file
+
+    path = _unet_file(tiny_model_dir)
+    reference = load_file(path)
+    streamed = dict(iter_tensors(path))
+    assert streamed.keys() == reference.keys()
+    assert all(streamed[k].dtype == reference[k].dtype and torch.equal(streamed[k], reference[k]) for k in reference)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_unet_equals_the_diffusers_load(fp16_variant_dir, dtype):
+    from diffusers import UNet2DConditionModel
+
+    path = _unet_file(fp16_variant_dir, "fp16")
+    ours = load_model(UNet2DConditionModel, path.parent, path, dtype)
+    theirs = UNet2DConditionModel.from_pretrained(fp16_variant_dir / "unet", variant="fp16", dtype=dtype)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys()
+    assert all(a[k].dtype == dtype and torch.equal(a[k], b[k]) for k in a)
+    assert not ours.training
+
+
+def test_int8_while_streaming_gives_close_outputs(tiny_model_dir):
+    from diffusers import UNet2DConditionModel
+
+    path = _unet_file(tiny_model_dir)
+    full = load_model(UNet2DConditionModel, path.parent, path, torch.float32)
+    int8 = load_model(UNet2DConditionModel, path.parent, path, torch.float32, int8=True)
+    quantized = [m for m in int8.modules() if isinstance(m, (Int8Linear, Int8Conv2d))]
+    assert len(quantized) > 10 and all(not m.qweight.is_meta and m.qweight.dtype == torch.int8 for m in quantized)
+    assert all(m.bias is None or not m.bias.is_meta for m in quantized)  # biases read after the swap landed
+    weight_bytes = sum(b.numel() * b.element_size() for b in int8.state_dict().values())
+    full_bytes = sum(b.numel() * b.element_size() for b in full.state_dict().values())
+    assert weight_bytes < 0.4 * full_bytes
+    config = full.config
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, config.in_channels, config.sample_size, config.sample_size, generator=g)
+    context = torch.randn(1, 77, config.cross_attention_dim, generator=g)
+    with torch.no_grad():
+        expected = full(sample, 500, context).sample
+        got = int8(sample, 500, context).sample
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_a_file_that_does_not_fit_the_config_is_refused(tiny_model_dir, tiny_sdxl_dir):
+    from diffusers import UNet2DConditionModel
+
+    with pytest.raises(StreamLoadError, match="is not part of UNet2DConditionModel"):
+        load_model(UNet2DConditionModel, tiny_model_dir / "unet", _unet_file(tiny_sdxl_dir), torch.float32)
+
+
+def test_a_truncated_file_is_refused(tiny_model_dir, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    broken = tmp_path / "unet.safetensors"
+    data = _unet_file(tiny_model_dir).read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StreamLoadError, match="truncated"):
+        load_model(UNet2DConditionModel, tiny_model_dir / "unet", broken, torch.float32)
+    broken.write_bytes(data[:12])
+    with pytest.raises(StreamLoadError, match="no readable safetensors header"):
+        load_model(UNet2DConditionModel, tiny_model_dir / "unet", broken, torch.float32)
+
+
+def test_pipeline_loading_streams_the_unet_and_falls_back_when_it_cannot(tiny_model_dir, tmp_path, monkeypatch):
+    import sdart.streaming
+
+    calls = []
+    real = sdart.streaming.load_model
+
+    def counting(*args, **kwargs):
+        calls.append(args[2].name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sdart.streaming, "load_model", counting)
+    loaded = load(resolve(str(tiny_model_dir)), torch.float32, int8_unet=True)
+    assert calls == ["diffusion_pytorch_model.safetensors"]
+    assert any(isinstance(m, Int8Conv2d) for m in loaded.pipeline.unet.modules())
+
+    # A UNet file with an extra tensor: the streaming loader refuses it and diffusers loads the model.
+    from safetensors.torch import load_file, save_file
+
+    odd = shutil.copytree(tiny_model_dir, tmp_path / "odd")
+    tensors = load_file(_unet_file(odd))
+    save_file({**tensors, "extra.weight": torch.zeros(2)}, _unet_file(odd))
+    loaded = load(resolve(str(odd)), torch.float32)
+    assert not any(t.is_meta for t in loaded.pipeline.unet.parameters())
