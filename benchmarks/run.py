@@ -272,23 +272,24 @@ def rss_child(args) -> None:
     from sdart.engine import Engine
     from sdart.settings import Settings
 
-    engine = Engine(settings=Settings(model=args.folder, device="cpu", quantize=args.quantize))
+    engine = Engine(settings=Settings(model=args.folder, device="cpu", quantize=args.quantize, memory=args.memory))
     after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     engine.generate(prompt=PROMPT, steps=2, seed=0, progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     settled = PeakRSS().current()  # resident after the run: weights + libraries + allocator caches
-    print("CHILD_RESULT " + json.dumps([{"config": f"process peak RSS, quantize={args.quantize}",
+    print("CHILD_RESULT " + json.dumps([{"config": f"process peak RSS, quantize={args.quantize}, memory={args.memory}",
+                                          "memory": args.memory,
                                           "peak_rss_process_gib": round(peak / GiB, 2),
                                           "peak_rss_at_load_gib": round(after_load / GiB, 2),
                                           "rss_after_run_gib": round(settled / GiB, 2)}]), flush=True)
 
 
 def rss_runs(bench: Bench, folder: Path) -> None:
-    for quantize in ("none", "int8"):
+    for quantize, memory in (("none", "balanced"), ("int8", "balanced"), ("int8", "low")):
         if bench.over_budget():
             return
-        proc = subprocess.run([sys.executable, __file__, "--child-rss", "--folder", str(folder), "--quantize", quantize],
-                              capture_output=True, text=True, timeout=900)
+        proc = subprocess.run([sys.executable, __file__, "--child-rss", "--folder", str(folder), "--quantize", quantize,
+                               "--memory", memory], capture_output=True, text=True, timeout=900)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("CHILD_RESULT ")]
         if not lines:
             print(proc.stderr[-3000:], flush=True)
@@ -397,6 +398,7 @@ def main(argv=None) -> None:
     p.add_argument("--compile-label", default="cold", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="auto", help=argparse.SUPPRESS)
     p.add_argument("--quantize", default="none", help=argparse.SUPPRESS)
+    p.add_argument("--memory", default="balanced", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child_compile:
         return compile_child(args)

@@ -1,9 +1,11 @@
 """The engine on a tiny random model: sizes, seeds, determinism, samplers, progress and cancellation."""
 
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from sdart.metadata import parse_infotext
 from sdart.request import GenerationRequest
@@ -150,4 +152,24 @@ def test_memory_modes_on_cpu_give_the_same_picture(tiny_model_dir, tiny_engine, 
     assert lean.model.pipeline.vae.use_tiling and lean.model.pipeline.vae.use_slicing
     a = pixels(run(tiny_engine).images[0])
     b = pixels(run(lean).images[0])
-    assert np.abs(a - b).max() <= 3  # sliced attention and tiled decode only reorder float sums
+    assert np.abs(a - b).max() <= 3  # the tiny model's pictures fit one tile: only float sums are reordered
+
+
+def test_low_memory_decodes_a_512_picture_in_smaller_tiles():
+    from diffusers import AutoencoderKL
+
+    from sdart.device import apply_memory_mode
+
+    vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, sample_size=512,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    assert vae.tile_sample_min_size == 512  # diffusers' default: a 512² picture would be decoded in one piece
+    pipe = SimpleNamespace(vae=vae, to=lambda device: None)
+    apply_memory_mode(pipe, "low", torch.device("cpu"))
+    assert vae.use_tiling and (vae.tile_sample_min_size, vae.tile_latent_min_size) == (256, 32)
+    tiles = []
+    real_decode = vae.decoder.forward
+    vae.decoder.forward = lambda z, *args, **kw: tiles.append(tuple(z.shape[-2:])) or real_decode(z, *args, **kw)
+    with torch.no_grad():
+        image = vae.decode(torch.randn(1, 4, 64, 64)).sample
+    assert image.shape == (1, 3, 512, 512)
+    assert len(tiles) > 1 and max(tiles) == (32, 32)  # never the whole 64×64 latent at once

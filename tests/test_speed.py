@@ -31,7 +31,11 @@ def test_channels_last_and_fused_qkv_keep_the_image(pipe):
     before = _run(pipe)
     apply_speed(pipe, SpeedOptions(channels_last=True, fuse_qkv=True), torch.device("cpu"))
     assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    assert any(hasattr(m, "to_qkv") for m in pipe.unet.modules())
+    fused = [m for m in pipe.unet.modules() if getattr(m, "fused_projections", False)]
+    assert fused and all(hasattr(m, "to_qkv") or hasattr(m, "to_kv") for m in fused)
+    # The separate projections the fused processor never reads are gone (cross-attention still reads to_q).
+    assert all(not hasattr(m, "to_k") and not hasattr(m, "to_v") for m in fused)
+    assert all(hasattr(m, "to_q") == m.is_cross_attention for m in fused)
     after = _run(pipe)
     assert np.abs(after - before).max() < 1e-4  # fp32 rounding only
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from sdart.models import load, resolve
+from sdart.models import WeightLayout, load, resolve
 from sdart.quant import Int8Conv2d, Int8Linear
 from sdart.streaming import StreamLoadError, iter_tensors, load_model
 
@@ -103,8 +103,10 @@ def test_pipeline_loading_streams_the_unet_and_falls_back_when_it_cannot(tiny_mo
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sdart.streaming, "load_model", counting)
-    loaded = load(resolve(str(tiny_model_dir)), torch.float32, int8_unet=True)
-    assert calls == ["diffusion_pytorch_model.safetensors"]
+    loaded = load(resolve(str(tiny_model_dir)), torch.float32, layout=WeightLayout(int8_unet=True, channels_last=True))
+    assert calls == ["diffusion_pytorch_model.safetensors"] * 2  # UNet and VAE
+    conv = loaded.pipeline.vae.decoder.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     assert any(isinstance(m, Int8Conv2d) for m in loaded.pipeline.unet.modules())
 
     # A UNet file with an extra tensor: the streaming loader refuses it and diffusers loads the model.

@@ -79,6 +79,46 @@ class SpeedOptions:
     quantize: str = "none"  # "int8": int8 weights (UNet and text encoder) to lower memory
 
 
+def release_freed_memory(*, collect: bool = True) -> None:
+    """Hand memory that Python and glibc have freed back to the OS. glibc keeps freed blocks in its heap (a
+    converted weight, a denoising step's activations), so without this they stay in the process's RSS and the
+    next phase's peak stacks on top of them. `collect=False` skips the garbage collector (for hot loops that
+    free by reference count)."""
+    import ctypes
+    import gc
+
+    if collect:
+        gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
+def fuse_qkv(pipe) -> None:
+    """One (d → 3d) matmul instead of three per self-attention layer, (d → 2d) for cross-attention's K and V.
+
+    diffusers keeps the separate projections next to the fused ones (for unfusing); the fused processor never
+    reads them, so their weights (100 MB in SD 1.5 bf16) are dropped.
+    """
+    from diffusers.models.attention_processor import Attention
+
+    pipe.fuse_qkv_projections()
+    for model in (pipe.unet, pipe.vae):
+        for attn in model.modules():
+            if not (isinstance(attn, Attention) and getattr(attn, "fused_projections", False)):
+                continue
+            unused = ("to_k", "to_v") if attn.is_cross_attention else ("to_q", "to_k", "to_v")
+            for name in unused:
+                delattr(attn, name)
+
+
+def _quantize(model) -> int:
+    from sdart.quant import quantize_int8
+
+    return quantize_int8(model) if model is not None else 0
+
+
 def apply_speed(pipe, options: SpeedOptions, device: torch.device) -> None:
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -86,18 +126,17 @@ def apply_speed(pipe, options: SpeedOptions, device: torch.device) -> None:
         # Convolutions in NHWC run faster in oneDNN (CPU) and cuDNN (tensor cores).
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
-    if options.fuse_qkv and hasattr(pipe, "fuse_qkv_projections"):
-        # One (d → 3d) matmul instead of three per self-attention layer.
-        pipe.fuse_qkv_projections()
-    if options.quantize == "int8":
-        from sdart.quant import quantize_int8
-
-        # After fusing, so that the fused to_qkv weight is the one quantized.
-        saved = sum(quantize_int8(getattr(pipe, name)) for name in ("unet", "text_encoder", "text_encoder_2")
-                    if getattr(pipe, name, None) is not None)
-        log.info("int8 weights: %.2f GiB of weights freed", saved / 2**30)
-    elif options.quantize not in ("none", "", None):
+    if options.quantize not in ("none", "int8"):
         raise ValueError(f"quantize = {options.quantize!r}: use none or int8")
+    int8 = options.quantize == "int8"
+    saved = 0
+    if int8:  # text encoders first: fusing then copies the UNet's projections with that memory already free
+        saved += sum(_quantize(getattr(pipe, name, None)) for name in ("text_encoder", "text_encoder_2"))
+    if options.fuse_qkv and hasattr(pipe, "fuse_qkv_projections"):
+        fuse_qkv(pipe)
+    if int8:  # the fused projections (the rest too, unless the UNet was streamed in as int8)
+        saved += _quantize(pipe.unet)
+        log.info("int8 weights: %.2f GiB of weights freed", saved / 2**30)
     if options.step_cache:
         from sdart.stepcache import enable_step_cache
 
@@ -130,10 +169,11 @@ def apply_memory_mode(pipe, mode: str, device: torch.device) -> None:
         raise ValueError(f"memory = {mode!r}: use balanced, low or minimal")
     pipe.vae.enable_slicing()
     pipe.vae.enable_tiling()
+    _small_vae_tiles(pipe.vae)
     if device.type != "cuda":
-        # No offload target: keep activations small instead.
+        # No offload target: only the VAE's activations shrink (tiles). Attention slicing would make it worse:
+        # SDPA's kernel never holds the full attention matrix, the slicing processor holds a slice of it.
         pipe.to(device)
-        pipe.enable_attention_slicing("max" if mode == "minimal" else "auto")
         return
     if mode == "low":
         pipe.enable_model_cpu_offload(device=device)
@@ -147,6 +187,18 @@ def apply_memory_mode(pipe, mode: str, device: torch.device) -> None:
     except (AttributeError, TypeError, ValueError) as exc:  # older diffusers or a model without hooks support
         log.warning("group offloading unavailable (%s); using sequential CPU offload", exc)
         pipe.enable_sequential_cpu_offload(device=device)
+
+
+LOW_MEMORY_TILE = 256  # px: a 512² decode in 4 overlapping tiles holds a quarter of the activations
+
+
+def _small_vae_tiles(vae) -> None:
+    """diffusers tiles only images larger than the VAE's training size (512 for SD 1.x), so by default a 512²
+    decode is one piece and its activations are the run's memory peak. Smaller tiles (blended over 25 %
+    overlaps) bound it at any size."""
+    if vae.tile_sample_min_size > LOW_MEMORY_TILE:
+        vae.tile_sample_min_size = LOW_MEMORY_TILE
+        vae.tile_latent_min_size = LOW_MEMORY_TILE // 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def _group_offload(model, device: torch.device) -> None:

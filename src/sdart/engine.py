@@ -18,9 +18,11 @@ import torch
 from PIL import Image
 
 from sdart import __version__
-from sdart.device import SpeedOptions, apply_memory_mode, apply_speed, compile_unet, pick_device, pick_dtype
+from sdart.device import (
+    SpeedOptions, apply_memory_mode, apply_speed, compile_unet, pick_device, pick_dtype, release_freed_memory,
+)
 from sdart.metadata import format_infotext
-from sdart.models import LoadedModel, load, resolve
+from sdart.models import LoadedModel, WeightLayout, load, resolve
 from sdart.request import MAX_SEED, GenerationRequest
 from sdart.samplers import find_sampler, make_scheduler
 from sdart.settings import Settings, load_settings
@@ -153,7 +155,8 @@ class Engine:
         _quiet_libraries()
         spec = resolve(reference, self.settings.model_config_dir)
         started = time.perf_counter()
-        loaded = load(spec, self.dtype, safety_checker=self.safety_checker, int8_unet=self.speed.quantize == "int8")
+        layout = WeightLayout(int8_unet=self.speed.quantize == "int8", channels_last=self.speed.channels_last)
+        loaded = load(spec, self.dtype, safety_checker=self.safety_checker, layout=layout)
         pipe = loaded.pipeline
         pipe.set_progress_bar_config(disable=True)
         # The checker runs after decoding so that flagged images are reported rather than blackened.
@@ -173,6 +176,7 @@ class Engine:
         elif self.speed.compile:
             compile_unet(pipe, self.speed, self.device)  # after offload hooks, around the final module
         self.model = loaded
+        release_freed_memory()  # conversion buffers of the load
         self.load_s = time.perf_counter() - started
         log.info("loaded %s (%s) on %s in %s in %.1f s", reference, loaded.family, self.device, self.dtype, self.load_s)
 
@@ -264,6 +268,7 @@ class Engine:
         generators = [torch.Generator(rng_device).manual_seed(seed) for seed in seeds]
         marks: list[float] = []
         call_started = time.perf_counter()
+        trim_before_decode = self.device.type == "cpu"
 
         def step_end(pipeline, step_index, timestep, callback_kwargs):
             marks.append(time.perf_counter())
@@ -274,6 +279,8 @@ class Engine:
                                      marks[-1] - started, (step_index + 1) / batch_elapsed if batch_elapsed else 0.0))
             if is_cancelled():
                 raise GenerationCancelled()
+            if trim_before_decode and step_index + 1 == getattr(pipeline, "num_timesteps", request.steps):
+                release_freed_memory()  # the VAE decode's peak then starts from the weights, not from cached steps
             return callback_kwargs
 
         # 5. Denoise and decode (a step cache starts empty: nothing carries over from the last batch).

@@ -180,16 +180,26 @@ def file_sha256(path: Path) -> str:
     return cache[key]
 
 
-def load(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool = False, int8_unet: bool = False) -> LoadedModel:
+@dataclass(frozen=True)
+class WeightLayout:
+    """How streamed weights are stored as they are read (sdart.streaming): the UNet's Linear/Conv2d weights as
+    int8, conv weights channels_last (NHWC)."""
+
+    int8_unet: bool = False
+    channels_last: bool = False
+
+
+def load(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool = False,
+         layout: WeightLayout = WeightLayout()) -> LoadedModel:
     """Load the pipeline on the CPU in `dtype`; the caller moves it to its device.
 
-    `int8_unet`: quantize the UNet's weights while they are read (sdart.quant), where the weights allow it.
+    Where the UNet's and VAE's weights are single local safetensors files they are streamed in as `layout` says.
     """
     try:
         if spec.source == "single_file":
             pipeline = _load_single_file(spec, dtype)
         else:
-            pipeline = _load_pretrained(spec, dtype, safety_checker=safety_checker, int8_unet=int8_unet)
+            pipeline = _load_pretrained(spec, dtype, safety_checker=safety_checker, layout=layout)
     except ModelLoadError:
         raise
     except Exception as exc:  # every loader failure is classified; the original stays on __cause__
@@ -217,52 +227,52 @@ def _family(pipeline) -> str:
     return "sd2" if pipeline.text_encoder.config.hidden_act == "gelu" else "sd1"
 
 
-def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool, int8_unet: bool):
+def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool, layout: WeightLayout):
     kwargs: dict[str, Any] = {"dtype": dtype}
     if not safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if dtype != torch.float32 and _may_have_fp16_variant(spec):
         try:
-            return _from_pretrained(spec, "fp16", int8_unet, kwargs)
+            return _from_pretrained(spec, "fp16", layout, kwargs)
         except (OSError, ValueError) as exc:
             if "variant" not in str(exc) and not _is_missing_entry(exc):
                 raise
             log.info("no fp16 weights variant for %s; loading the default weights", spec.reference)
-    return _from_pretrained(spec, None, int8_unet, kwargs)
+    return _from_pretrained(spec, None, layout, kwargs)
 
 
-def _from_pretrained(spec: ModelSpec, variant: str | None, int8_unet: bool, kwargs: dict[str, Any]):
-    """diffusers' loader for the pipeline, with the UNet (most of the weights) streamed in by sdart.streaming
-    when its weights are one local safetensors file."""
-    from diffusers import AutoPipelineForText2Image
+def _from_pretrained(spec: ModelSpec, variant: str | None, layout: WeightLayout, kwargs: dict[str, Any]):
+    """diffusers' loader for the pipeline, with the UNet and VAE (most of the weights) streamed in by
+    sdart.streaming where each is one local safetensors file."""
+    from diffusers import AutoencoderKL, AutoPipelineForText2Image, UNet2DConditionModel
 
     if variant:
         kwargs = {**kwargs, "variant": variant}
-    unet = _stream_unet(spec, variant, kwargs["dtype"], int8_unet)
-    if unet is not None:
-        kwargs["unet"] = unet
+    for name, cls, int8 in (("unet", UNet2DConditionModel, layout.int8_unet), ("vae", AutoencoderKL, False)):
+        model = _stream_component(spec, name, cls, variant, kwargs["dtype"], int8=int8,
+                                  channels_last=layout.channels_last)
+        if model is not None:
+            kwargs[name] = model
     return AutoPipelineForText2Image.from_pretrained(spec.location, **kwargs)
 
 
-def _stream_unet(spec: ModelSpec, variant: str | None, dtype: torch.dtype, int8: bool):
-    from diffusers import UNet2DConditionModel
-
+def _stream_component(spec: ModelSpec, name: str, cls, variant: str | None, dtype: torch.dtype, **options: bool):
     from sdart.streaming import StreamLoadError, load_model
 
-    name = f"unet/diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors"
+    filename = f"{name}/diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors"
     if spec.source == "hub":  # only from the local cache: downloading stays with diffusers
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(spec.location, name)
+        cached = try_to_load_from_cache(spec.location, filename)
         weights = Path(cached) if isinstance(cached, str) else None
     else:
-        weights = Path(spec.location) / name
+        weights = Path(spec.location) / filename
     if weights is None or not weights.is_file():
         return None
     try:
-        return load_model(UNet2DConditionModel, weights.parent, weights, dtype, int8=int8)
+        return load_model(cls, weights.parent, weights, dtype, **options)
     except StreamLoadError as exc:
-        log.info("streaming the UNet of %s failed (%s); diffusers loads it", spec.reference, exc)
+        log.info("streaming the %s of %s failed (%s); diffusers loads it", name, spec.reference, exc)
         return None
 
 

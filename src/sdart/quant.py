@@ -13,13 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sdart.device import release_freed_memory
+
 
 def quantize_tensor(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 weight, scale per output channel (O,)) with weight ≈ q * scale[:, None, ...]."""
     flat = weight.detach().float().reshape(weight.shape[0], -1)
     scale = flat.abs().amax(dim=1).clamp(min=1e-12) / 127
     q = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q.reshape(weight.shape), scale
+    # In the weight's own memory layout (channels_last stays channels_last: no later conversion copies it).
+    return torch.empty_like(weight, dtype=torch.int8).copy_(q.reshape(weight.shape)), scale
 
 
 class _Int8Weight(nn.Module):
@@ -96,18 +99,7 @@ def quantize_int8(model: nn.Module) -> int:
                 continue
             saved += weight.numel() * (weight.element_size() - 1)
             setattr(parent, name, replacement.to(weight.device))
-            del child
-    _return_freed_memory()
+            del child, weight
+            release_freed_memory(collect=False)  # each layer's float temporaries, before the next layer's
+    release_freed_memory()
     return saved
-
-
-def _return_freed_memory() -> None:
-    """glibc keeps freed weight buffers in its heap; hand them back so the process RSS shows the saving."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim

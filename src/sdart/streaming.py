@@ -28,6 +28,9 @@ _DTYPES = {
 }
 
 
+TRIM_EVERY_BYTES = 64 * 2**20
+
+
 class StreamLoadError(ValueError):
     """The file does not match the model built from its config; the caller falls back to diffusers' loader."""
 
@@ -67,24 +70,32 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
             yield name, torch.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
-def load_model(cls, config_dir: Path, weights: Path, dtype: torch.dtype, *, int8: bool = False):
+def load_model(cls, config_dir: Path, weights: Path, dtype: torch.dtype, *, int8: bool = False,
+               channels_last: bool = False):
     """Build `cls` (a diffusers ModelMixin) from `config_dir`'s config on the meta device and fill it from `weights`.
 
-    Floating tensors are cast to `dtype`; with `int8`, Linear/Conv2d weights become int8 as they arrive
-    (sdart.quant), so the full-precision layer never exists. Raises StreamLoadError when the file's tensors are not
-    exactly the model's.
+    Floating tensors are cast to `dtype` (4-D ones laid out channels_last if asked, so that converting the model
+    later copies nothing); with `int8`, Linear/Conv2d weights become int8 as they arrive (sdart.quant), so the
+    full-precision layer never exists. Raises StreamLoadError when the file's tensors are not exactly the model's.
     """
+    from sdart.device import release_freed_memory
     from sdart.quant import int8_replacement
 
     with torch.device("meta"):
         model = cls.from_config(cls.load_config(config_dir))
     expected = set(model.state_dict())
+    since_trim = 0
     for name, tensor in iter_tensors(weights):
+        since_trim += tensor.numel() * tensor.element_size()
+        if since_trim > TRIM_EVERY_BYTES:  # conversion temporaries pile up in glibc's heap otherwise (0.5 GB)
+            release_freed_memory(collect=False)
+            since_trim = 0
         if name not in expected:
             raise StreamLoadError(f"{weights.name}: tensor {name} is not part of {cls.__name__}")
         expected.discard(name)
         if tensor.is_floating_point():
-            tensor = tensor.to(dtype)
+            layout = torch.channels_last if channels_last and tensor.dim() == 4 else torch.contiguous_format
+            tensor = tensor.to(dtype=dtype, memory_format=layout)
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name)
         replacement = int8_replacement(module, tensor, dtype) if int8 and attr == "weight" else None
