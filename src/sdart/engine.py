@@ -21,6 +21,7 @@ from sdart import __version__
 from sdart.device import (
     SpeedOptions, apply_memory_mode, apply_speed, compile_unet, pick_device, pick_dtype, release_freed_memory,
 )
+from sdart.lora import apply_loras, infotext_value, parse_lora
 from sdart.metadata import format_infotext
 from sdart.models import LoadedModel, WeightLayout, load, resolve
 from sdart.request import MAX_SEED, GenerationRequest
@@ -139,6 +140,7 @@ class Engine:
             step_cache=self.settings.step_cache,
             quantize=self.settings.quantize,
         )
+        self.loras = [parse_lora(text) for text in self.settings.loras]
         self._lock = threading.Lock()
         self.model: LoadedModel
         self.load_s = 0.0
@@ -155,9 +157,13 @@ class Engine:
         _quiet_libraries()
         spec = resolve(reference, self.settings.model_config_dir)
         started = time.perf_counter()
-        layout = WeightLayout(int8_unet=self.speed.quantize == "int8", channels_last=self.speed.channels_last)
+        # int8 while streaming only without LoRA: adapters fuse into full-precision weights (quantized afterwards).
+        layout = WeightLayout(int8_unet=self.speed.quantize == "int8" and not self.loras,
+                              channels_last=self.speed.channels_last)
         loaded = load(spec, self.dtype, safety_checker=self.safety_checker, layout=layout)
         pipe = loaded.pipeline
+        if self.loras:
+            apply_loras(pipe, self.loras)
         pipe.set_progress_bar_config(disable=True)
         # The checker runs after decoding so that flagged images are reported rather than blackened.
         self._checker = (getattr(pipe, "safety_checker", None), getattr(pipe, "feature_extractor", None))
@@ -327,6 +333,7 @@ class Engine:
             model_name=self.model.spec.name,
             model_hash=self.model.hash,
             clip_skip=request.clip_skip,
+            extra={"Lora": infotext_value(self.loras)},
             batch_size=batch_size,
             batch_pos=batch_pos,
             version=f"sdart {__version__}",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import load_dotenv
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     threads: int | None = None
     step_cache: int = Field(0, ge=0)  # 0 off; N ≥ 2: full UNet every N steps, shallow branch between (changes the image)
     quantize: Literal["none", "int8"] = "none"  # int8 weights: less memory, slightly different image
+    # LoRA adapters fused into the model at load, each "REF" or "REF:SCALE" (sdart.lora), e.g. LCM-LoRA.
+    loras: list[str] = Field(default_factory=list)
+
+    @field_validator("loras")
+    @classmethod
+    def _check_loras(cls, loras: list[str]) -> list[str]:
+        from sdart.lora import parse_lora
+
+        for text in loras:
+            parse_lora(text)
+        return loras
 
     # Server.
     host: str = "127.0.0.1"
