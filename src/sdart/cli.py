@@ -127,6 +127,7 @@ def generate(
     dtype: o.DType = None,
     memory: o.Memory = None,
     lora: o.Lora = None,
+    vae: o.Vae = None,
     rng: o.Rng = None,
     safety_checker: Optional[bool] = typer.Option(None, "--safety-checker/--no-safety-checker", help="Check images with the model's safety checker and report flagged ones."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the UNet (slow first start, faster steps)."),
@@ -161,7 +162,7 @@ def generate(
         request = GenerationRequest.parse(fields)
         settings = load_settings(model_config_dir=model_config_dir, output_dir=output_dir, device=device,
                                  dtype=dtype, memory=memory, rng=rng, safety_checker=safety_checker, compile=compile,
-                                 step_cache=step_cache, quantize=quantize, loras=lora)
+                                 step_cache=step_cache, quantize=quantize, loras=lora, vae=vae)
         # 2. Output folder: checked before minutes are spent on images.
         folder = ensure_writable_dir(settings.output_dir)
         # 3. Model.

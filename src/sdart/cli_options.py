@@ -28,6 +28,7 @@ ModelConfigDir = Annotated[Optional[Path], typer.Option("--model-config", help="
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps \\[default: auto].")]
 DType = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16 \\[default: auto].")]
 Memory = Annotated[Optional[str], typer.Option("--memory", help="balanced, low or minimal \\[default: balanced].")]
+Vae = Annotated[Optional[str], typer.Option("--vae", help="Replacement VAE, hub id or folder: e.g. stabilityai/sd-vae-ft-mse, or madebyollin/taesd (tiny, decodes several times faster) \\[env: SDART_VAE].")]
 Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA fused into the model: a .safetensors file, folder or hub id, optionally REF:SCALE; repeat for more. LCM-LoRA: 4 steps with --sampler LCM --cfg 1.5 \\[env: SDART_LORAS].")]
 Rng = Annotated[Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (same image on any device) or device.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]

@@ -101,10 +101,12 @@ def fuse_qkv(pipe) -> None:
     diffusers keeps the separate projections next to the fused ones (for unfusing); the fused processor never
     reads them, so their weights (100 MB in SD 1.5 bf16) are dropped.
     """
+    from diffusers import AutoencoderKL
     from diffusers.models.attention_processor import Attention
 
-    pipe.fuse_qkv_projections()
-    for model in (pipe.unet, pipe.vae):
+    fuse_vae = isinstance(pipe.vae, AutoencoderKL)  # AutoencoderTiny (TAESD) has no attention to fuse
+    pipe.fuse_qkv_projections(vae=fuse_vae)
+    for model in (pipe.unet, pipe.vae) if fuse_vae else (pipe.unet,):
         for attn in model.modules():
             if not (isinstance(attn, Attention) and getattr(attn, "fused_projections", False)):
                 continue

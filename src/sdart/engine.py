@@ -23,7 +23,7 @@ from sdart.device import (
 )
 from sdart.lora import apply_loras, infotext_value, parse_lora
 from sdart.metadata import format_infotext
-from sdart.models import LoadedModel, WeightLayout, load, resolve
+from sdart.models import LoadedModel, WeightLayout, load, load_vae, resolve
 from sdart.request import MAX_SEED, GenerationRequest
 from sdart.samplers import find_sampler, make_scheduler
 from sdart.settings import Settings, load_settings
@@ -164,6 +164,8 @@ class Engine:
         pipe = loaded.pipeline
         if self.loras:
             apply_loras(pipe, self.loras)
+        if self.settings.vae:
+            pipe.vae = load_vae(self.settings.vae, self.dtype)
         pipe.set_progress_bar_config(disable=True)
         # The checker runs after decoding so that flagged images are reported rather than blackened.
         self._checker = (getattr(pipe, "safety_checker", None), getattr(pipe, "feature_extractor", None))
@@ -333,7 +335,7 @@ class Engine:
             model_name=self.model.spec.name,
             model_hash=self.model.hash,
             clip_skip=request.clip_skip,
-            extra={"Lora": infotext_value(self.loras)},
+            extra={"VAE": self.settings.vae and Path(self.settings.vae).name, "Lora": infotext_value(self.loras)},
             batch_size=batch_size,
             batch_pos=batch_pos,
             version=f"sdart {__version__}",

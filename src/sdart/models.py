@@ -208,6 +208,19 @@ def load(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool = False,
     return LoadedModel(spec, pipeline, _family(pipeline))
 
 
+def load_vae(reference: str, dtype: torch.dtype):
+    """A replacement VAE (A1111's "SD VAE"): a hub id or local folder holding an `AutoencoderKL` (for example
+    `stabilityai/sd-vae-ft-mse`) or an `AutoencoderTiny` (`madebyollin/taesd`: decodes 512² in a fraction of the
+    full VAE's time, a little softer). The class comes from the folder's config.json."""
+    from diffusers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(reference, dtype=dtype)
+    except Exception as exc:  # diffusers raises OSError/ValueError/EnvironmentError variants; all mean "not a VAE here"
+        cause = classify_error(exc, ModelSpec(reference, "hub" if _HUB_ID.match(reference) else "folder", reference))
+        raise ModelLoadError(cause.kind, f"vae = {reference!r}: {cause}") from exc
+
+
 def _alias_clip_text_model(pipeline) -> None:
     """transformers 5 flattened CLIPTextModel (no `.text_model`), but diffusers 0.42's SD 1.x/2.x clip-skip path
     still calls `text_encoder.text_model.final_layer_norm`. Give it that name without registering a submodule

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     threads: int | None = None
     step_cache: int = Field(0, ge=0)  # 0 off; N ≥ 2: full UNet every N steps, shallow branch between (changes the image)
     quantize: Literal["none", "int8"] = "none"  # int8 weights: less memory, slightly different image
+    # A replacement VAE (hub id or folder): a fine-tuned AutoencoderKL, or AutoencoderTiny (TAESD) for fast decodes.
+    vae: str | None = None
     # LoRA adapters fused into the model at load, each "REF" or "REF:SCALE" (sdart.lora), e.g. LCM-LoRA.
     loras: list[str] = Field(default_factory=list)
 

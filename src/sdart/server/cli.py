@@ -23,6 +23,7 @@ def serve(
     dtype: o.DType = None,
     memory: o.Memory = None,
     lora: o.Lora = None,
+    vae: o.Vae = None,
     ray: Optional[str] = typer.Option(None, "--ray", help="Serve generation from a Ray cluster through Ray Serve: "
                                                           "auto, local, or a cluster ADDRESS (needs sdart\\[ray])."),
     replicas: int = typer.Option(1, "--replicas", min=1, help="With --ray: model replicas (fixed count)."),
@@ -49,7 +50,7 @@ def serve(
         from sdart.settings import load_settings
 
         settings = load_settings(model=model, host=host, port=port, data_dir=data_dir, api_key=api_key,
-                                 device=device, dtype=dtype, memory=memory, loras=lora)
+                                 device=device, dtype=dtype, memory=memory, loras=lora, vae=vae)
         try:
             check_bind(settings.host, settings.api_key)
         except UnsafeBind as exc:
