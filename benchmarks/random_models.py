@@ -102,3 +102,21 @@ def sd15_folder(directory: str | Path | None = None, *, device: str = "cpu") -> 
     tmp.rename(folder)
     print(f"built random-weight SD 1.5 in {folder} ({time.perf_counter() - started:.0f} s)", flush=True)
     return folder
+
+
+TAESD_PARAMS = 2_445_063  # madebyollin/taesd (encoder + decoder), diffusers AutoencoderTiny's default config
+
+
+def taesd_folder(directory: str | Path | None = None) -> Path:
+    """TAESD (AutoencoderTiny, diffusers' default config is TAESD's) with random weights, as a `--vae` folder."""
+    from diffusers import AutoencoderTiny
+
+    folder = Path(directory) if directory else cache_dir() / "taesd-random"
+    if not (folder / "config.json").is_file():
+        torch.manual_seed(0)
+        vae = AutoencoderTiny()
+        count = sum(p.numel() for p in vae.parameters())
+        if count != TAESD_PARAMS:
+            raise RuntimeError(f"AutoencoderTiny's default config is not TAESD's: {count} != {TAESD_PARAMS} parameters")
+        vae.save_pretrained(folder)
+    return folder

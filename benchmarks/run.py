@@ -313,6 +313,20 @@ def model_folder(args) -> Path:
     return sd15_folder(args.folder, device="cuda" if args.device.startswith("cuda") else "cpu")
 
 
+def taesd(bench: Bench) -> Path:
+    if bench.args.quick:  # the tiny model's latents: a tiny AutoencoderTiny of the same 8× scale
+        from diffusers import AutoencoderTiny
+
+        folder = Path(bench.args.out) / "tiny-taesd"
+        if not (folder / "config.json").is_file():
+            AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+                            num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4).save_pretrained(folder)
+        return folder
+    from random_models import taesd_folder
+
+    return taesd_folder()
+
+
 def plan_cpu(bench: Bench, folder: Path) -> None:
     only = set(bench.args.only.split(",")) if bench.args.only else None
 
@@ -333,7 +347,14 @@ def plan_cpu(bench: Bench, folder: Path) -> None:
     if want("int8"):
         bench.engine("sdart default + int8 weights", folder, quantize="int8", compare_to="default")
     if want("lcm"):
-        bench.engine("sdart default, LCM sampler 4 steps (LCM/Turbo models)", folder, sampler="LCM", steps=4)
+        bench.engine("sdart default, LCM sampler 4 steps (LCM-LoRA / LCM / Turbo models)", folder, sampler="LCM",
+                     steps=4)
+    if want("taesd"):
+        bench.engine("sdart default + TAESD decoder (--vae madebyollin/taesd)", folder, vae=str(taesd(bench)),
+                     compare_to="default")
+    if want("fastest"):
+        bench.engine("sdart LCM 4 steps + TAESD + step cache 2", folder, sampler="LCM", steps=4, vae=str(taesd(bench)),
+                     step_cache=2)
     if bench.args.cpu_compile and want("compile"):
         bench.engine("sdart default + torch.compile", folder, compile=True)
     if want("rss") and not bench.args.quick:

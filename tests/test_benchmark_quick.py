@@ -15,17 +15,19 @@ RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 @pytest.mark.slow
 def test_quick_benchmark_writes_results_report_and_chart(tmp_path):
     proc = subprocess.run([sys.executable, str(RUN), "--quick", "--out", str(tmp_path),
-                           "--only", "original,default,step_cache,int8,lcm"],
+                           "--only", "original,default,step_cache,int8,lcm,taesd,fastest"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results-quick.json").read_text())
     configs = [row["config"] for row in results["rows"]]
-    assert configs[0].startswith("original") and len(configs) == 5
+    assert configs[0].startswith("original") and len(configs) == 7
     for row in results["rows"]:
         assert row["per_image_s"] > 0 and row["step_s"] > 0 and row["peak_rss_gib"] > 0
     by_name = {row["config"]: row for row in results["rows"]}
     cache = next(row for name, row in by_name.items() if "step cache" in name)
     assert cache["step_cache_calls"]["cached"] > 0 and "pixel_diff_vs_default" in cache
+    taesd = next(row for name, row in by_name.items() if name.startswith("sdart default + TAESD"))
+    assert taesd["settings"]["vae"].endswith("tiny-taesd") and "pixel_diff_vs_default" in taesd
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| configuration |" in report and "- cpu:" in report
     assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
