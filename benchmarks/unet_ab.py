@@ -25,7 +25,10 @@ from measure import load_average  # noqa: E402
 from sdart.stepcache import _shallow_forward  # noqa: E402
 
 
-def variants(folder: Path) -> dict[str, torch.nn.Module]:
+COMPILED = "bf16 channels_last + fused QKV, torch.compile (sdart --compile: Inductor, frozen weights)"
+
+
+def variants(folder: Path, compile: bool = False) -> dict[str, torch.nn.Module]:
     from diffusers import UNet2DConditionModel
 
     from sdart.quant import quantize_int8
@@ -36,8 +39,17 @@ def variants(folder: Path) -> dict[str, torch.nn.Module]:
     fast.fuse_qkv_projections()
     int8 = copy.deepcopy(fast)
     quantize_int8(int8)
-    return {"fp32 plain": fp32, "bf16 plain": plain, "bf16 channels_last + fused QKV": fast,
-            "bf16 channels_last + fused QKV + int8 weights": int8}
+    models = {"fp32 plain": fp32, "bf16 plain": plain, "bf16 channels_last + fused QKV": fast,
+              "bf16 channels_last + fused QKV + int8 weights": int8}
+    if compile:  # through sdart's own compile step, so that this times what `--compile` does
+        from types import SimpleNamespace
+
+        from sdart.device import SpeedOptions, compile_unet
+
+        holder = SimpleNamespace(unet=copy.deepcopy(fast))
+        compile_unet(holder, SpeedOptions(compile=True), torch.device("cpu"))
+        models[COMPILED] = holder.unet
+    return models
 
 
 def main() -> None:
@@ -45,10 +57,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--folder")
     p.add_argument("--out", default=str(HERE / "results-cpu.json"))
+    p.add_argument("--compile", action="store_true", help="add the torch.compile variant (minutes of compiling)")
     args = p.parse_args()
     from random_models import sd15_folder
 
-    models = variants(sd15_folder(args.folder))
+    models = variants(sd15_folder(args.folder), compile=args.compile)
     names = list(models)
     latents = torch.randn(2, 4, 64, 64)
     context = torch.randn(2, 77, 768)
@@ -59,9 +72,16 @@ def main() -> None:
     kept = {}
     hook = fast.up_blocks[-1].attentions[0].register_forward_hook(lambda m, a, out: kept.update(feature=out[0]))
     with torch.inference_mode():
-        for name, model in models.items():  # warm-up: oneDNN picks and caches its kernels
+        warmup_s = {}
+        for name, model in models.items():  # warm-up: oneDNN picks and caches its kernels; compiling happens here
             dtype = next(model.parameters()).dtype
-            model(latents.to(dtype), 500, context.to(dtype))
+            x = latents.to(dtype)
+            if name not in ("fp32 plain", "bf16 plain"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            started = time.perf_counter()
+            model(x, 500, context.to(dtype))
+            warmup_s[name] = round(time.perf_counter() - started, 1)
+            print(f"warm-up {name}: {warmup_s[name]} s", flush=True)
         hook.remove()
         models[shallow] = lambda x, t, c: _shallow_forward(fast, x, torch.tensor(t), c, kept["feature"], None, None)
         for r in range(args.rounds):
@@ -75,7 +95,7 @@ def main() -> None:
                 model(x, 500, context.to(dtype))
                 times[name].append(time.perf_counter() - started)
                 print(f"round {r} {name}: {times[name][-1]:.2f} s (load {load_average()})", flush=True)
-    rows = [{"variant": n, "unet_call_s": [round(t, 2) for t in times[n]],
+    rows = [{"variant": n, "unet_call_s": [round(t, 2) for t in times[n]], "warmup_s": warmup_s.get(n),
              "mean_s": round(sum(times[n]) / len(times[n]), 2)} for n in names]
     base = rows[0]["mean_s"]
     for row in rows:
