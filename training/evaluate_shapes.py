@@ -2,8 +2,9 @@
 
     python -m training.evaluate_shapes --model src/sdart/builtin/shapes --threads 2
 
-For every sampler and for guidance 1 and the default guidance (7), generates held-out prompts × seeds
-and checks each picture with the pixel-level checker (colour, shape, background). Writes
+For every sampler sdart offers (built as sdart builds it) and for guidance 1 and the default guidance (7),
+generates held-out prompts × seeds and checks each picture with the pixel-level checker (colour, shape,
+background). Writes
 ``results.json``, ``results.md`` and ``grid.png`` (held-out prompts × seeds, default sampler and guidance)
 into --out-dir.
 """
@@ -19,29 +20,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from sdart.samplers import sampler_names
+
 from .shapes_data import check_image, held_out_combos
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_GUIDANCE = 7.0  # sdart's (and A1111's) default cfg_scale
-
-# A1111 sampler name → (diffusers scheduler class name, options): the mapping DESIGN.md lists.
-SAMPLERS: dict[str, tuple[str, dict]] = {
-    "PNDM": ("PNDMScheduler", {}),  # the folder's own scheduler, as in SD 1.x
-    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
-    "Euler": ("EulerDiscreteScheduler", {}),
-    "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
-    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
-    "DPM++ SDE": ("DPMSolverSinglestepScheduler", {}),
-    "DDIM": ("DDIMScheduler", {}),
-    "LMS": ("LMSDiscreteScheduler", {}),
-    "Heun": ("HeunDiscreteScheduler", {}),
-    "DPM2": ("KDPM2DiscreteScheduler", {}),
-    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
-    "UniPC": ("UniPCMultistepScheduler", {}),
-    "DEIS": ("DEISMultistepScheduler", {}),
-    "LCM": ("LCMScheduler", {}),
-}
 
 
 def load_pipeline(model: Path | str, device: str = "cpu"):
@@ -54,11 +38,10 @@ def load_pipeline(model: Path | str, device: str = "cpu"):
 
 
 def set_sampler(pipe, name: str) -> None:
-    import diffusers
+    """The scheduler sdart builds for this A1111 sampler name, from the folder's own scheduler config."""
+    from sdart.samplers import find_sampler, make_scheduler
 
-    cls_name, opts = SAMPLERS[name]
-    base = getattr(pipe, "base_scheduler_config", pipe.scheduler.config)
-    pipe.scheduler = getattr(diffusers, cls_name).from_config(base, **opts)
+    pipe.scheduler = make_scheduler(find_sampler(name), getattr(pipe, "base_scheduler_config", pipe.scheduler.config))
 
 
 def generate(pipe, prompts: list[str], seeds: list[int], guidance: float, steps: int, device: str = "cpu") -> np.ndarray:
@@ -106,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     pipe = load_pipeline(args.model, device)
     combos = held_out_combos()
-    names = list(SAMPLERS) if args.samplers == "all" else [s.strip() for s in args.samplers.split(",")]
+    names = sampler_names() if args.samplers == "all" else [s.strip() for s in args.samplers.split(",")]
     if args.default_sampler in names:
         names.remove(args.default_sampler)
     names.insert(0, args.default_sampler)

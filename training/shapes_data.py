@@ -38,7 +38,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "black": (10, 10, 10),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
-SIZES: dict[str, tuple[int, int]] = {"small": (14, 20), "medium": (22, 30), "large": (32, 42)}  # bbox side, px
+# Bounding-box side in px. The smallest is 4.5 latent pixels (the VAE downsamples 4×): below that a triangle or a
+# diamond comes back from the VAE as a round blob.
+SIZES: dict[str, tuple[int, int]] = {"small": (18, 24), "medium": (26, 34), "large": (36, 46)}
 # 3×3 regions of the canvas, by the shape's centre.
 POSITIONS: dict[tuple[int, int], str] = {
     (0, 0): "in the top left corner", (0, 1): "at the top", (0, 2): "in the top right corner",

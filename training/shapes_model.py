@@ -26,15 +26,19 @@ SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, be
 
 @dataclass(frozen=True)
 class ModelConfig:
-    vae_channels: tuple[int, ...] = (32, 64, 64)   # 3 blocks → 2 downsamples → latent 16×16 for 64×64 pixels
+    vae_channels: tuple[int, ...] = (16, 32, 32)   # 3 blocks → 2 downsamples → latent 16×16 for 64×64 pixels
     vae_layers: int = 1
     # GroupNorm with one channel per group is InstanceNorm: it wipes out a flat picture's colour (VAE) and the
     # per-channel mean of the predicted noise (UNet). Keep ≥4 channels per group, as SD does (128/32, 320/32).
     vae_groups: int = 4
     latent_channels: int = 4
-    unet_channels: tuple[int, ...] = (64, 96, 128)
+    unet_channels: tuple[int, ...] = (32, 64, 96)
     unet_layers: int = 1
-    unet_head_dim: int = 32
+    # Attention heads per transformer block. diffusers' UNet2DConditionModel takes its `attention_head_dim`
+    # argument as the number of heads (SD 1.5's "8" means 8 heads of 40/80/160 channels). An earlier recipe set
+    # it to 32 meaning a head size, which gave 32 heads of 2 channels: half of every training step went to
+    # attention, and each head could barely choose a token. 2 heads = 32–48 channels per head.
+    unet_heads: int = 2
     unet_groups: int = 8
     text_hidden: int = 64
     text_layers: int = 2
@@ -136,7 +140,7 @@ def make_unet(cfg: ModelConfig) -> UNet2DConditionModel:
         sample_size=IMAGE_SIZE // cfg.vae_scale, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
         down_block_types=down, up_block_types=up, block_out_channels=cfg.unet_channels,
         layers_per_block=cfg.unet_layers, cross_attention_dim=cfg.text_hidden,
-        attention_head_dim=cfg.unet_head_dim, norm_num_groups=cfg.unet_groups,
+        attention_head_dim=cfg.unet_heads, norm_num_groups=cfg.unet_groups,
     )
 
 

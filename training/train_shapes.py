@@ -41,10 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=HERE.parent / "src/sdart/builtin/shapes", help="model folder to write")
     p.add_argument("--log-dir", type=Path, default=HERE / "logs", help="loss log, plot and run summary go here")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
-    p.add_argument("--n-images", type=int, default=20000)
-    p.add_argument("--vae-steps", type=int, default=800)
+    p.add_argument("--n-images", type=int, default=40000)
+    p.add_argument("--vae-steps", type=int, default=1200)
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-mode", choices=("ae", "kl"), default="ae",
@@ -53,16 +53,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decoder-steps", type=int, default=1500,
                    help="after the UNet: fine-tune the VAE decoder alone (encoder frozen, so the latent space the UNet "
                         "learned stays the same) for sharper edges, as SD's ft-MSE VAE did")
-    p.add_argument("--unet-steps", type=int, default=1400)
+    p.add_argument("--unet-steps", type=int, default=7000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved UNet / text-encoder weights")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR weighting; 0 = plain MSE")
     p.add_argument("--text-encoder", choices=("joint", "frozen"), default="joint")
-    p.add_argument("--unet-channels", default="32,64,64")
-    p.add_argument("--vae-channels", default="16,32,32")
-    p.add_argument("--text-hidden", type=int, default=64)
+    defaults = ModelConfig()
+    p.add_argument("--unet-channels", default=",".join(map(str, defaults.unet_channels)))
+    p.add_argument("--unet-heads", type=int, default=defaults.unet_heads)
+    p.add_argument("--vae-channels", default=",".join(map(str, defaults.vae_channels)))
+    p.add_argument("--text-hidden", type=int, default=defaults.text_hidden)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--save-every", type=int, default=0, help="also save the (EMA) folder every N UNet steps; 0 = at the end")
     p.add_argument("--init-from", type=Path, default=None,
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
     timings["data_s"] = time.time() - t_start
 
     cfg = ModelConfig(vae_channels=_ints(args.vae_channels), unet_channels=_ints(args.unet_channels),
-                      text_hidden=args.text_hidden)
+                      unet_heads=args.unet_heads, text_hidden=args.text_hidden)
     args.log_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = write_tokenizer(args.log_dir / "tokenizer")  # save_pretrained copies it into the folder
     vae = make_vae(cfg).to(device)
