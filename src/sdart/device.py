@@ -47,7 +47,7 @@ def cpu_flags() -> set[str]:
 
 def cpu_has_native_bf16() -> bool:
     """AVX-512 BF16 or AMX: bf16 matmuls run natively (on this project's 2-core EPYC one SD 1.5 UNet call takes
-    14.2 s in bf16, 12.2 s with channels_last + fused QKV, against 19.9 s in fp32; benchmarks/RESULTS.md).
+    3.83 s in bf16, 3.54 s with channels_last + fused QKV, against 6.72 s in fp32; benchmarks/RESULTS.md).
     Without them bf16 is emulated and slower."""
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
