@@ -29,8 +29,15 @@ def _engine(model_dir, **settings):
     return Engine(str(model_dir), settings=Settings(device="cpu", dtype="float32", **settings))
 
 
-def test_tiny_vae_replaces_the_decoder(tiny_model_dir, tiny_engine, tiny_taesd):
+def test_tiny_vae_replaces_the_decoder(tiny_model_dir, tiny_engine, tiny_taesd, monkeypatch):
+    import sdart.streaming
+
+    streamed = []
+    real = sdart.streaming.load_model
+    monkeypatch.setattr(sdart.streaming, "load_model",
+                        lambda cls, *args, **kw: streamed.append(cls.__name__) or real(cls, *args, **kw))
     engine = _engine(tiny_model_dir, vae=str(tiny_taesd))
+    assert streamed == ["UNet2DConditionModel"]  # the model's own VAE is never loaded
     assert type(engine.model.pipeline.vae).__name__ == "AutoencoderTiny"
     result = engine.generate(prompt="a fox", steps=2, seed=3, progress=False)
     plain = tiny_engine.generate(prompt="a fox", steps=2, seed=3, progress=False)

@@ -160,12 +160,11 @@ class Engine:
         # int8 while streaming only without LoRA: adapters fuse into full-precision weights (quantized afterwards).
         layout = WeightLayout(int8_unet=self.speed.quantize == "int8" and not self.loras,
                               channels_last=self.speed.channels_last)
-        loaded = load(spec, self.dtype, safety_checker=self.safety_checker, layout=layout)
+        vae = load_vae(self.settings.vae, self.dtype) if self.settings.vae else None
+        loaded = load(spec, self.dtype, safety_checker=self.safety_checker, layout=layout, vae=vae)
         pipe = loaded.pipeline
         if self.loras:
             apply_loras(pipe, self.loras)
-        if self.settings.vae:
-            pipe.vae = load_vae(self.settings.vae, self.dtype)
         pipe.set_progress_bar_config(disable=True)
         # The checker runs after decoding so that flagged images are reported rather than blackened.
         self._checker = (getattr(pipe, "safety_checker", None), getattr(pipe, "feature_extractor", None))
@@ -288,7 +287,9 @@ class Engine:
             if is_cancelled():
                 raise GenerationCancelled()
             if trim_before_decode and step_index + 1 == getattr(pipeline, "num_timesteps", request.steps):
-                release_freed_memory()  # the VAE decode's peak then starts from the weights, not from cached steps
+                # The VAE decode's peak then starts from the weights, not from cached steps. No garbage collection:
+                # activations are freed by reference count, and a collection costs 0.3 s with SD 1.5 loaded.
+                release_freed_memory(collect=False)
             return callback_kwargs
 
         # 5. Denoise and decode (a step cache starts empty: nothing carries over from the last batch).

@@ -190,16 +190,17 @@ class WeightLayout:
 
 
 def load(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool = False,
-         layout: WeightLayout = WeightLayout()) -> LoadedModel:
+         layout: WeightLayout = WeightLayout(), vae=None) -> LoadedModel:
     """Load the pipeline on the CPU in `dtype`; the caller moves it to its device.
 
     Where the UNet's and VAE's weights are single local safetensors files they are streamed in as `layout` says.
+    `vae`: a replacement VAE (load_vae); the model's own is then not loaded at all.
     """
     try:
         if spec.source == "single_file":
-            pipeline = _load_single_file(spec, dtype)
+            pipeline = _load_single_file(spec, dtype, vae=vae)
         else:
-            pipeline = _load_pretrained(spec, dtype, safety_checker=safety_checker, layout=layout)
+            pipeline = _load_pretrained(spec, dtype, safety_checker=safety_checker, layout=layout, vae=vae)
     except ModelLoadError:
         raise
     except Exception as exc:  # every loader failure is classified; the original stays on __cause__
@@ -240,8 +241,10 @@ def _family(pipeline) -> str:
     return "sd2" if pipeline.text_encoder.config.hidden_act == "gelu" else "sd1"
 
 
-def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool, layout: WeightLayout):
+def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool, layout: WeightLayout, vae=None):
     kwargs: dict[str, Any] = {"dtype": dtype}
+    if vae is not None:
+        kwargs["vae"] = vae
     if not safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if dtype != torch.float32 and _may_have_fp16_variant(spec):
@@ -262,6 +265,8 @@ def _from_pretrained(spec: ModelSpec, variant: str | None, layout: WeightLayout,
     if variant:
         kwargs = {**kwargs, "variant": variant}
     for name, cls, int8 in (("unet", UNet2DConditionModel, layout.int8_unet), ("vae", AutoencoderKL, False)):
+        if name in kwargs:  # given by the caller
+            continue
         model = _stream_component(spec, name, cls, variant, kwargs["dtype"], int8=int8,
                                   channels_last=layout.channels_last)
         if model is not None:
@@ -301,12 +306,14 @@ def _is_missing_entry(exc: BaseException) -> bool:
     return any(isinstance(e, EntryNotFoundError) and not _is_offline(e) for e in _chain(exc))
 
 
-def _load_single_file(spec: ModelSpec, dtype: torch.dtype):
+def _load_single_file(spec: ModelSpec, dtype: torch.dtype, vae=None):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     is_xl = _single_file_is_sdxl(Path(spec.location))
     cls = StableDiffusionXLPipeline if is_xl else StableDiffusionPipeline
     kwargs: dict[str, Any] = {"dtype": dtype}
+    if vae is not None:
+        kwargs["vae"] = vae
     if spec.config_dir is not None:
         kwargs.update(config=str(spec.config_dir), local_files_only=True)
     if not is_xl:
