@@ -4,6 +4,7 @@ fallback to diffusers when a file doesn't fit."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +118,30 @@ def test_pipeline_loading_streams_the_unet_and_falls_back_when_it_cannot(tiny_mo
     save_file({**tensors, "extra.weight": torch.zeros(2)}, _unet_file(odd))
     loaded = load(resolve(str(odd)), torch.float32)
     assert not any(t.is_meta for t in loaded.pipeline.unet.parameters())
+
+
+def test_a_cached_hub_model_streams_from_its_snapshot_offline(tiny_model_dir, monkeypatch):
+    """A hub id whose files are in the HF cache (as a finished download leaves them): offline, diffusers loads the
+    pipeline from the snapshot and the UNet and VAE are streamed from the same files."""
+    from huggingface_hub import constants
+
+    import sdart.streaming
+
+    cache = Path(constants.HF_HUB_CACHE) / "models--sdart-test--tiny"  # fixed when huggingface_hub was imported
+    commit = "0" * 40
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.copytree(tiny_model_dir, cache / "snapshots" / commit)
+    (cache / "refs").mkdir(parents=True)
+    (cache / "refs" / "main").write_text(commit)
+    streamed = []
+    real = sdart.streaming.load_model
+    monkeypatch.setattr(sdart.streaming, "load_model",
+                        lambda cls, config_dir, weights, *a, **kw: streamed.append(weights) or real(cls, config_dir,
+                                                                                                    weights, *a, **kw))
+    try:
+        loaded = load(resolve("sdart-test/tiny"), torch.float32)
+    finally:
+        shutil.rmtree(cache)  # the cache may be the user's own: leave nothing behind
+    assert loaded.spec.source == "hub"
+    assert [w.parent.name for w in streamed] == ["unet", "vae"]
+    assert all(commit in str(w) for w in streamed)
