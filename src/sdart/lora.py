@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from sdart.models import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -60,8 +62,7 @@ def apply_loras(pipe, loras: Sequence[LoraRef]) -> None:
             else:
                 pipe.load_lora_weights(lora.reference, adapter_name=name)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"lora = {lora.reference!r}: could not be loaded ({reason})") from exc
+            raise ValueError(f"lora = {lora.reference!r}: could not be loaded ({first_line(exc)})") from exc
         names.append(name)
     pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
     pipe.fuse_lora(adapter_names=names)

@@ -401,16 +401,17 @@ def classify_error(exc: BaseException, spec: ModelSpec) -> ModelLoadError:
     if any(type(e).__name__ == "SafetensorError" for e in chain) or any(s in text for s in corrupt_signs):
         return ModelLoadError(
             "corrupt",
-            f"Model {ref!r}: a weights file is corrupt or incomplete ({_first_line(exc)}). Delete it and download "
+            f"Model {ref!r}: a weights file is corrupt or incomplete ({first_line(exc)}). Delete it and download "
             "it again (for hub models: remove its folder under the HF cache, or `hf cache delete`).",
         )
     return ModelLoadError(
         "invalid",
-        f"Model {ref!r} could not be loaded as a Stable Diffusion text-to-image model: {_first_line(exc)}",
+        f"Model {ref!r} could not be loaded as a Stable Diffusion text-to-image model: {first_line(exc)}",
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """`Type: first line` of the deepest cause: a one-line reason for an error message."""
     root = list(_chain(exc))[-1]
     text = str(root).strip().splitlines()
     return f"{type(root).__name__}: {text[0] if text else ''}".strip()
