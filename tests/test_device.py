@@ -32,3 +32,33 @@ def test_device_choice():
             dev.pick_device("cuda")
     with pytest.raises(ValueError, match="not a device name"):
         dev.pick_device("toaster")
+
+
+class _RecordingLibc:
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, option, value):
+        self.calls.append(("mallopt", option, value))
+        return 1
+
+    def malloc_trim(self, pad):
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+@pytest.mark.parametrize("memory, fixed_threshold", [("low", True), ("balanced", False)])
+def test_low_memory_on_cpu_returns_freed_blocks_to_the_os(tiny_model_dir, monkeypatch, memory, fixed_threshold):
+    """--memory low on the CPU fixes glibc's mmap threshold before loading (freed activations leave the process
+    instead of fragmenting its heap) and trims the heap after every step; balanced keeps glibc's own tuning and
+    trims once, before the decode."""
+    from sdart.engine import Engine
+    from sdart.settings import Settings
+
+    libc = _RecordingLibc()
+    monkeypatch.setattr(dev, "_glibc", lambda: libc)
+    engine = Engine(str(tiny_model_dir), settings=Settings(device="cpu", dtype="float32", memory=memory))
+    assert (("mallopt", -3, dev.LOW_MEMORY_MMAP_THRESHOLD) in libc.calls) == fixed_threshold
+    libc.calls.clear()
+    engine.generate(prompt="a fox", steps=3, seed=0, progress=False)
+    assert libc.calls.count(("malloc_trim", 0)) == (3 if fixed_threshold else 1)

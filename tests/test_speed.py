@@ -77,6 +77,21 @@ def test_int8_weights_round_trip_within_half_a_step():
     assert (error <= scale[:, None, None, None] / 2 + 1e-6).all()
 
 
+def test_int8_quantization_in_blocks_matches_one_pass(monkeypatch):
+    """Blocks of output channels (bounding the load's fp32 temporaries) give exactly the one-pass result, in the
+    weight's own memory layout."""
+    import sdart.quant
+
+    weight = torch.randn(10, 6, 3, 3).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    flat = weight.float().reshape(10, -1)
+    one_pass_scale = flat.abs().amax(dim=1) / 127
+    one_pass = torch.round(flat / one_pass_scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(weight.shape)
+    monkeypatch.setattr(sdart.quant, "QUANTIZE_BLOCK_ELEMENTS", 3 * 6 * 9)  # blocks of 3 channels, last one 1
+    q, scale = quantize_tensor(weight)
+    assert torch.equal(q, one_pass) and torch.equal(scale, one_pass_scale)
+    assert q.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_int8_layers_match_float_layers_closely():
     torch.manual_seed(0)
     linear, conv = torch.nn.Linear(64, 32), torch.nn.Conv2d(16, 8, 3, padding=1)

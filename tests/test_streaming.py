@@ -104,11 +104,16 @@ def test_pipeline_loading_streams_the_unet_and_falls_back_when_it_cannot(tiny_mo
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sdart.streaming, "load_model", counting)
-    loaded = load(resolve(str(tiny_model_dir)), torch.float32, layout=WeightLayout(int8_unet=True, channels_last=True))
+    loaded = load(resolve(str(tiny_model_dir)), torch.float32, layout=WeightLayout(int8=True, channels_last=True))
     assert calls == ["diffusion_pytorch_model.safetensors"] * 2  # UNet and VAE
     conv = loaded.pipeline.vae.decoder.conv_in.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     assert any(isinstance(m, Int8Conv2d) for m in loaded.pipeline.unet.modules())
+    assert any(isinstance(m, Int8Conv2d) for m in loaded.pipeline.vae.modules())
+    # The text encoder was quantized as it loaded (before the UNet), so no full-precision Linear is left in it.
+    encoder_layers = list(loaded.pipeline.text_encoder.modules())
+    assert any(isinstance(m, Int8Linear) for m in encoder_layers)
+    assert not any(type(m) is torch.nn.Linear for m in encoder_layers)
 
     # A UNet file with an extra tensor: the streaming loader refuses it and diffusers loads the model.
     from safetensors.torch import load_file, save_file
@@ -139,9 +144,10 @@ def test_a_cached_hub_model_streams_from_its_snapshot_offline(tiny_model_dir, mo
                         lambda cls, config_dir, weights, *a, **kw: streamed.append(weights) or real(cls, config_dir,
                                                                                                     weights, *a, **kw))
     try:
-        loaded = load(resolve("sdart-test/tiny"), torch.float32)
+        loaded = load(resolve("sdart-test/tiny"), torch.float32, layout=WeightLayout(int8=True))
     finally:
         shutil.rmtree(cache)  # the cache may be the user's own: leave nothing behind
     assert loaded.spec.source == "hub"
     assert [w.parent.name for w in streamed] == ["unet", "vae"]
     assert all(commit in str(w) for w in streamed)
+    assert any(isinstance(m, Int8Linear) for m in loaded.pipeline.text_encoder.modules())  # loaded offline too

@@ -76,7 +76,7 @@ class SpeedOptions:
     threads: int | None = None
     # These two change the image (measured in benchmarks/RESULTS.md): off by default.
     step_cache: int = 0  # DeepCache-style reuse of deep UNet features; N = run the full UNet every N steps
-    quantize: str = "none"  # "int8": int8 weights (UNet and text encoder) to lower memory
+    quantize: str = "none"  # "int8": int8 weights (UNet, VAE and text encoders) to lower memory
 
 
 def release_freed_memory(*, collect: bool = True) -> None:
@@ -84,15 +84,40 @@ def release_freed_memory(*, collect: bool = True) -> None:
     converted weight, a denoising step's activations), so without this they stay in the process's RSS and the
     next phase's peak stacks on top of them. `collect=False` skips the garbage collector (for hot loops that
     free by reference count)."""
-    import ctypes
     import gc
 
     if collect:
         gc.collect()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+LOW_MEMORY_MMAP_THRESHOLD = 4 * 2**20
+
+
+def return_large_blocks_on_free(threshold: int = LOW_MEMORY_MMAP_THRESHOLD) -> None:
+    """Make glibc map every block of `threshold` bytes or more on its own, so that freeing it returns it to the OS.
+
+    By default glibc raises that threshold (up to 32 MB) each time a large block is freed, so a UNet call's
+    activations come from its heap, fragment it and stay resident: the run's peak grows by 0.2 GiB over a few
+    steps. Fixed at 4 MB, an int8 SD 1.5 run at 512² peaked at 1.82 GiB instead of 1.97, at 15 % more time per
+    step (page faults on fresh mappings); benchmarks/RESULTS.md. Process-wide, so only for --memory low/minimal.
+    """
+    M_MMAP_THRESHOLD = -3  # malloc.h
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, threshold)
+
+
+def _glibc():
+    import ctypes
+
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None  # not glibc: the allocator is not ours to tune
 
 
 def fuse_qkv(pipe) -> None:
@@ -136,8 +161,8 @@ def apply_speed(pipe, options: SpeedOptions, device: torch.device) -> None:
         saved += sum(_quantize(getattr(pipe, name, None)) for name in ("text_encoder", "text_encoder_2"))
     if options.fuse_qkv and hasattr(pipe, "fuse_qkv_projections"):
         fuse_qkv(pipe)
-    if int8:  # the fused projections (the rest too, unless the UNet was streamed in as int8)
-        saved += _quantize(pipe.unet)
+    if int8:  # the fused projections (the rest too, unless the UNet and VAE were streamed in as int8)
+        saved += _quantize(pipe.unet) + _quantize(pipe.vae)
         log.info("int8 weights: %.2f GiB of weights freed", saved / 2**30)
     if options.step_cache:
         from sdart.stepcache import enable_step_cache

@@ -20,6 +20,7 @@ from PIL import Image
 from sdart import __version__
 from sdart.device import (
     SpeedOptions, apply_memory_mode, apply_speed, compile_unet, pick_device, pick_dtype, release_freed_memory,
+    return_large_blocks_on_free,
 )
 from sdart.lora import apply_loras, infotext_value, parse_lora
 from sdart.metadata import format_infotext
@@ -157,8 +158,10 @@ class Engine:
         _quiet_libraries()
         spec = resolve(reference, self.settings.model_config_dir)
         started = time.perf_counter()
+        if self.device.type == "cpu" and self.memory in ("low", "minimal"):
+            return_large_blocks_on_free()  # before loading, so that the load's large blocks don't fragment the heap
         # int8 while streaming only without LoRA: adapters fuse into full-precision weights (quantized afterwards).
-        layout = WeightLayout(int8_unet=self.speed.quantize == "int8" and not self.loras,
+        layout = WeightLayout(int8=self.speed.quantize == "int8" and not self.loras,
                               channels_last=self.speed.channels_last)
         vae = load_vae(self.settings.vae, self.dtype) if self.settings.vae else None
         loaded = load(spec, self.dtype, safety_checker=self.safety_checker, layout=layout, vae=vae)
@@ -276,6 +279,7 @@ class Engine:
         marks: list[float] = []
         call_started = time.perf_counter()
         trim_before_decode = self.device.type == "cpu"
+        trim_every_step = trim_before_decode and self.memory in ("low", "minimal")
 
         def step_end(pipeline, step_index, timestep, callback_kwargs):
             marks.append(time.perf_counter())
@@ -286,7 +290,8 @@ class Engine:
                                      marks[-1] - started, (step_index + 1) / batch_elapsed if batch_elapsed else 0.0))
             if is_cancelled():
                 raise GenerationCancelled()
-            if trim_before_decode and step_index + 1 == getattr(pipeline, "num_timesteps", request.steps):
+            if trim_every_step or (trim_before_decode and step_index + 1 == getattr(pipeline, "num_timesteps",
+                                                                                     request.steps)):
                 # The VAE decode's peak then starts from the weights, not from cached steps. No garbage collection:
                 # activations are freed by reference count, and a collection costs 0.3 s with SD 1.5 loaded.
                 release_freed_memory(collect=False)

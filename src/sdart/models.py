@@ -182,10 +182,11 @@ def file_sha256(path: Path) -> str:
 
 @dataclass(frozen=True)
 class WeightLayout:
-    """How streamed weights are stored as they are read (sdart.streaming): the UNet's Linear/Conv2d weights as
-    int8, conv weights channels_last (NHWC)."""
+    """How weights are stored as they are loaded: with `int8`, the UNet's and VAE's Linear/Conv2d weights become
+    int8 as they are streamed in (sdart.streaming) and the text encoders are quantized as soon as each is loaded,
+    before the UNet; `channels_last` lays streamed conv weights out NHWC."""
 
-    int8_unet: bool = False
+    int8: bool = False
     channels_last: bool = False
 
 
@@ -264,14 +265,40 @@ def _from_pretrained(spec: ModelSpec, variant: str | None, layout: WeightLayout,
 
     if variant:
         kwargs = {**kwargs, "variant": variant}
-    for name, cls, int8 in (("unet", UNet2DConditionModel, layout.int8_unet), ("vae", AutoencoderKL, False)):
+    if layout.int8:
+        kwargs.update(_int8_text_encoders(spec, variant, kwargs["dtype"]))
+    for name, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
         if name in kwargs:  # given by the caller
             continue
-        model = _stream_component(spec, name, cls, variant, kwargs["dtype"], int8=int8,
+        model = _stream_component(spec, name, cls, variant, kwargs["dtype"], int8=layout.int8,
                                   channels_last=layout.channels_last)
         if model is not None:
             kwargs[name] = model
     return AutoPipelineForText2Image.from_pretrained(spec.location, **kwargs)
+
+
+def _int8_text_encoders(spec: ModelSpec, variant: str | None, dtype: torch.dtype) -> dict[str, Any]:
+    """The pipeline's transformers text encoders, loaded and int8-quantized one by one before anything else.
+
+    Loading one holds its file's pages and its converted weights at once (0.46 GiB for SD 1.5's); done first,
+    that transient comes while the process is small instead of on top of the int8 UNet.
+    """
+    import transformers
+    from diffusers import DiffusionPipeline
+
+    from sdart.quant import quantize_int8
+
+    index = DiffusionPipeline.load_config(spec.location)
+    encoders = {}
+    for name in ("text_encoder", "text_encoder_2"):
+        library, class_name = (index.get(name) or [None, None])[:2]
+        if library != "transformers" or not hasattr(transformers, class_name or ""):
+            continue
+        encoder = getattr(transformers, class_name).from_pretrained(spec.location, subfolder=name, variant=variant,
+                                                                    dtype=dtype)
+        quantize_int8(encoder)
+        encoders[name] = encoder
+    return encoders
 
 
 def _stream_component(spec: ModelSpec, name: str, cls, variant: str | None, dtype: torch.dtype, **options: bool):

@@ -16,13 +16,29 @@ from torch import nn
 from sdart.device import release_freed_memory
 
 
+QUANTIZE_BLOCK_ELEMENTS = 2**22  # output channels quantized per pass: bounds the fp32 temporaries to 16 MB
+
+
 def quantize_tensor(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 weight, scale per output channel (O,)) with weight ≈ q * scale[:, None, ...]."""
-    flat = weight.detach().float().reshape(weight.shape[0], -1)
-    scale = flat.abs().amax(dim=1).clamp(min=1e-12) / 127
-    q = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    """(int8 weight, scale per output channel (O,)) with weight ≈ q * scale[:, None, ...].
+
+    Works through the output channels in blocks: SD 1.5's largest conv (2560→1280, 3×3) would otherwise make
+    several fp32 copies of 118 MB each at once, and those set the peak of an int8 load.
+    """
+    weight = weight.detach()
     # In the weight's own memory layout (channels_last stays channels_last: no later conversion copies it).
-    return torch.empty_like(weight, dtype=torch.int8).copy_(q.reshape(weight.shape)), scale
+    q = torch.empty_like(weight, dtype=torch.int8)
+    scale = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
+    per_channel = max(1, weight[0].numel())
+    rows = max(1, QUANTIZE_BLOCK_ELEMENTS // per_channel)
+    channel_dims = tuple(range(1, weight.dim()))
+    for start in range(0, weight.shape[0], rows):
+        block = weight[start:start + rows].to(torch.float32, copy=True)  # in-place ops below stay in the copy
+        block_scale = (block.abs().amax(dim=channel_dims) if channel_dims else block.abs()).clamp_(min=1e-12) / 127
+        block.div_(block_scale.view((-1,) + (1,) * len(channel_dims))).round_().clamp_(-127, 127)
+        q[start:start + rows].copy_(block)
+        scale[start:start + rows] = block_scale
+    return q, scale
 
 
 class _Int8Weight(nn.Module):
@@ -35,7 +51,7 @@ class _Int8Weight(nn.Module):
 
     def dequantized(self) -> torch.Tensor:
         shape = (-1,) + (1,) * (self.qweight.dim() - 1)
-        return self.qweight.to(self.compute_dtype) * self.scale.view(shape)
+        return self.qweight * self.scale.view(shape)  # int8 × compute dtype → compute dtype, one allocation
 
     @property
     def weight(self) -> torch.Tensor:  # what diffusers/peft read for dtype and shape checks
