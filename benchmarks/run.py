@@ -354,6 +354,11 @@ def plan_cpu(bench: Bench, folder: Path) -> None:
         bench.engine("sdart bf16 + channels_last", folder, fuse_qkv=False, compare_to="default")
     if want("step_cache"):
         bench.engine("sdart default + step cache (every 3rd step full)", folder, step_cache=3, compare_to="default")
+    if want("token_downsampling"):
+        bench.engine("sdart default + token downsampling 2", folder, token_downsampling=2, compare_to="default")
+    if want("fast"):
+        bench.engine("sdart default + token downsampling 2 + step cache 3", folder, token_downsampling=2,
+                     step_cache=3, compare_to="default")
     if want("int8"):
         bench.engine("sdart default + int8 weights", folder, quantize="int8", compare_to="default")
     if want("lcm"):
@@ -391,6 +396,9 @@ def plan_cuda(bench: Bench, folder: Path) -> None:
     if want("step_cache"):
         bench.engine("sdart fp16 + step cache 3, PNDM 50", folder, sampler="PNDM", steps=50, step_cache=3,
                      compare_to="default")
+    if want("token_downsampling"):
+        bench.engine("sdart fp16 + token downsampling 2, PNDM 50", folder, sampler="PNDM", steps=50,
+                     token_downsampling=2, compare_to="default")
     if want("memory"):
         bench.engine("sdart --memory low, PNDM 20", folder, sampler="PNDM", steps=20, memory="low")
         bench.engine("sdart --memory minimal, PNDM 20", folder, sampler="PNDM", steps=20, memory="minimal")

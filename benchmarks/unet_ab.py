@@ -25,6 +25,7 @@ from measure import load_average  # noqa: E402
 from sdart.stepcache import _shallow_forward  # noqa: E402
 
 
+TOKEN_DOWNSAMPLING = "bf16 channels_last + fused QKV + token downsampling 2 (changes the image)"
 COMPILED = "bf16 channels_last + fused QKV, torch.compile (sdart --compile: Inductor, frozen weights)"
 
 
@@ -32,6 +33,7 @@ def variants(folder: Path, compile: bool = False) -> dict[str, torch.nn.Module]:
     from diffusers import UNet2DConditionModel
 
     from sdart.quant import quantize_int8
+    from sdart.tokendownsampling import enable_token_downsampling
 
     fp32 = UNet2DConditionModel.from_pretrained(folder / "unet", variant="fp16", dtype=torch.float32).eval()
     plain = UNet2DConditionModel.from_pretrained(folder / "unet", variant="fp16", dtype=torch.bfloat16).eval()
@@ -39,8 +41,10 @@ def variants(folder: Path, compile: bool = False) -> dict[str, torch.nn.Module]:
     fast.fuse_qkv_projections()
     int8 = copy.deepcopy(fast)
     quantize_int8(int8)
+    downsampled = copy.deepcopy(fast)
+    enable_token_downsampling(downsampled, 2)
     models = {"fp32 plain": fp32, "bf16 plain": plain, "bf16 channels_last + fused QKV": fast,
-              "bf16 channels_last + fused QKV + int8 weights": int8}
+              "bf16 channels_last + fused QKV + int8 weights": int8, TOKEN_DOWNSAMPLING: downsampled}
     if compile:  # through sdart's own compile step, so that this times what `--compile` does
         from types import SimpleNamespace
 

@@ -79,6 +79,8 @@ BAD = [
     (["--batch-size", 1000], "batch_size = 1000"),
     (["--scheduler", "Karras", "--sampler", "DDIM"], "fixed schedule"),
     (["--dtype", "float8"], "dtype = 'float8'"),
+    (["--token-downsampling", 9], "token_downsampling = 9"),
+    (["--step-cache", 1], "step cache interval = 1"),
     (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "toaster"], "device = "),
 ]
 

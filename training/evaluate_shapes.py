@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from sdart.device import SpeedOptions, apply_speed
 from sdart.samplers import sampler_names
+from sdart.stepcache import reset_step_cache
 
 from .shapes_data import check_image, held_out_combos
 
@@ -47,6 +49,7 @@ def set_sampler(pipe, name: str) -> None:
 def generate(pipe, prompts: list[str], seeds: list[int], guidance: float, steps: int, device: str = "cpu") -> np.ndarray:
     """One picture per (prompt, seed) pair, batched: (N, H, W, 3) float in [0, 1]."""
     gens = [torch.Generator(device).manual_seed(s) for s in seeds]
+    reset_step_cache(pipe.unet)  # a new denoising run (no-op without the step cache)
     out = pipe(prompts, guidance_scale=guidance, num_inference_steps=steps, generator=gens, output_type="np")
     return out.images
 
@@ -83,17 +86,26 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sampler-seeds", type=int, default=2, help="seeds per held-out prompt for the other samplers")
     p.add_argument("--default-sampler", default="DPM++ 2M Karras", help="sdart's default sampler")
     p.add_argument("--samplers", default="all", help="comma-separated names, or 'all'")
+    # sdart's options that change the picture, to grade what each costs (see benchmarks/RESULTS.md)
+    p.add_argument("--step-cache", type=int, default=0, help="full UNet every N steps (sdart --step-cache)")
+    p.add_argument("--token-downsampling", type=int, default=1, help="sdart --token-downsampling")
+    p.add_argument("--quantize", default="none", help="sdart --quantize")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
 
     pipe = load_pipeline(args.model, device)
+    options = SpeedOptions(channels_last=False, fuse_qkv=False, step_cache=args.step_cache,
+                           token_downsampling=args.token_downsampling, quantize=args.quantize)
+    apply_speed(pipe, options, torch.device(device))
     combos = held_out_combos()
     names = sampler_names() if args.samplers == "all" else [s.strip() for s in args.samplers.split(",")]
     if args.default_sampler in names:
         names.remove(args.default_sampler)
     names.insert(0, args.default_sampler)
-    results: dict = {"model": str(args.model), "steps": args.steps, "n_prompts": len(combos), "samplers": {}}
+    results: dict = {"model": str(args.model), "steps": args.steps, "n_prompts": len(combos), "samplers": {},
+                     "options": {"step_cache": args.step_cache, "token_downsampling": args.token_downsampling,
+                                 "quantize": args.quantize}}
     t_all = time.time()
     for name in names:
         n_seeds = args.seeds if name == args.default_sampler else args.sampler_seeds
@@ -123,9 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 def to_markdown(results: dict) -> str:
     g = f"{DEFAULT_GUIDANCE:g}"
+    options = ", ".join(f"{k} {v}" for k, v in results.get("options", {}).items() if v not in (0, 1, "none"))
     lines = [
         f"Held-out prompts: {results['n_prompts']}, steps: {results['steps']}, accuracy = share of pictures the checker "
-        "reads as the prompt says.",
+        "reads as the prompt says." + (f" sdart options: {options}." if options else ""),
         "",
         f"| sampler | seeds | colour cfg 1 | shape cfg 1 | bg cfg 1 | all cfg 1 | colour cfg {g} | shape cfg {g} | "
         f"bg cfg {g} | all cfg {g} |",

@@ -132,6 +132,7 @@ def generate(
     safety_checker: Optional[bool] = typer.Option(None, "--safety-checker/--no-safety-checker", help="Check images with the model's safety checker and report flagged ones."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the UNet (slow first start, faster steps)."),
     step_cache: Optional[int] = typer.Option(None, "--step-cache", help="Reuse deep UNet features: full UNet every N steps (2-5), faster, slightly different image."),
+    token_downsampling: Optional[int] = typer.Option(None, "--token-downsampling", help="Top-level self-attention attends to N×N-pooled keys/values (2: 4× fewer; 1 = off); faster, slightly different image."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="none or int8 (int8 weights: less memory, slightly different image)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable results on stdout."),
     debug: o.Debug = False,
@@ -162,7 +163,7 @@ def generate(
         request = GenerationRequest.parse(fields)
         settings = load_settings(model_config_dir=model_config_dir, output_dir=output_dir, device=device,
                                  dtype=dtype, memory=memory, rng=rng, safety_checker=safety_checker, compile=compile,
-                                 step_cache=step_cache, quantize=quantize, loras=lora, vae=vae)
+                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize, loras=lora, vae=vae)
         # 2. Output folder: checked before minutes are spent on images.
         folder = ensure_writable_dir(settings.output_dir)
         # 3. Model.

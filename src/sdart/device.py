@@ -74,8 +74,9 @@ class SpeedOptions:
     compile: bool = False
     compile_cache_dir: Path | None = None
     threads: int | None = None
-    # These two change the image (measured in benchmarks/RESULTS.md): off by default.
+    # These three change the image (measured in benchmarks/RESULTS.md): off by default.
     step_cache: int = 0  # DeepCache-style reuse of deep UNet features; N = run the full UNet every N steps
+    token_downsampling: int = 1  # top-level self-attention keys/values pooled N×N (sdart.tokendownsampling); 1 = off
     quantize: str = "none"  # "int8": int8 weights (UNet, VAE and text encoders) to lower memory
 
 
@@ -164,6 +165,10 @@ def apply_speed(pipe, options: SpeedOptions, device: torch.device) -> None:
     if int8:  # the fused projections (the rest too, unless the UNet and VAE were streamed in as int8)
         saved += _quantize(pipe.unet) + _quantize(pipe.vae)
         log.info("int8 weights: %.2f GiB of weights freed", saved / 2**30)
+    if options.token_downsampling > 1:  # after fusing and quantizing, which replace the attention processors
+        from sdart.tokendownsampling import enable_token_downsampling
+
+        enable_token_downsampling(pipe.unet, options.token_downsampling)
     if options.step_cache:
         from sdart.stepcache import enable_step_cache
 

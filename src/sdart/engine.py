@@ -139,6 +139,7 @@ class Engine:
             compile_cache_dir=self.settings.compile_cache_dir,
             threads=self.settings.threads,
             step_cache=self.settings.step_cache,
+            token_downsampling=self.settings.token_downsampling,
             quantize=self.settings.quantize,
         )
         self.loras = [parse_lora(text) for text in self.settings.loras]
@@ -341,11 +342,21 @@ class Engine:
             model_name=self.model.spec.name,
             model_hash=self.model.hash,
             clip_skip=request.clip_skip,
-            extra={"VAE": self.settings.vae and Path(self.settings.vae).name, "Lora": infotext_value(self.loras)},
+            extra={"VAE": self.settings.vae and Path(self.settings.vae).name, "Lora": infotext_value(self.loras),
+                   **self._approximations()},
             batch_size=batch_size,
             batch_pos=batch_pos,
             version=f"sdart {__version__}",
         )
+
+    def _approximations(self) -> dict[str, Any]:
+        """The engine options that change the picture, so that the infotext says how it was made (sdart's own
+        keys: A1111 has none for these)."""
+        return {
+            "Step cache": self.speed.step_cache or None,
+            "Token downsampling": self.speed.token_downsampling if self.speed.token_downsampling > 1 else None,
+            "Weights": "int8" if self.speed.quantize == "int8" else None,
+        }
 
     def _check_safety(self, images: list[Image.Image]) -> list[bool]:
         import numpy as np

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     compile_cache_dir: Path | None = None
     threads: int | None = None
     step_cache: int = Field(0, ge=0)  # 0 off; N ≥ 2: full UNet every N steps, shallow branch between (changes the image)
+    # 1 off; N ≥ 2: top-level self-attention attends to an N×N-pooled copy of its tokens (changes the image)
+    token_downsampling: int = Field(1, ge=1, le=4)
     quantize: Literal["none", "int8"] = "none"  # int8 weights: less memory, slightly different image
     # A replacement VAE (hub id or folder): a fine-tuned AutoencoderKL, or AutoencoderTiny (TAESD) for fast decodes.
     vae: str | None = None
