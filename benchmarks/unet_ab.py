@@ -27,6 +27,7 @@ from sdart.stepcache import _shallow_forward  # noqa: E402
 
 TOKEN_DOWNSAMPLING = "bf16 channels_last + fused QKV + token downsampling 2 (changes the image)"
 COMPILED = "bf16 channels_last + fused QKV, torch.compile (sdart --compile: Inductor, frozen weights)"
+COMPILED_DOWNSAMPLED = "the same compiled, + token downsampling 2 (changes the image)"
 
 
 def variants(folder: Path, compile: bool = False) -> dict[str, torch.nn.Module]:
@@ -50,9 +51,10 @@ def variants(folder: Path, compile: bool = False) -> dict[str, torch.nn.Module]:
 
         from sdart.device import SpeedOptions, compile_unet
 
-        holder = SimpleNamespace(unet=copy.deepcopy(fast))
-        compile_unet(holder, SpeedOptions(compile=True), torch.device("cpu"))
-        models[COMPILED] = holder.unet
+        for name, model in ((COMPILED, fast), (COMPILED_DOWNSAMPLED, downsampled)):
+            holder = SimpleNamespace(unet=copy.deepcopy(model))
+            compile_unet(holder, SpeedOptions(compile=True), torch.device("cpu"))
+            models[name] = holder.unet
     return models
 
 

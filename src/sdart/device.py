@@ -102,8 +102,9 @@ def return_large_blocks_on_free(threshold: int = LOW_MEMORY_MMAP_THRESHOLD) -> N
 
     By default glibc raises that threshold (up to 32 MB) each time a large block is freed, so a UNet call's
     activations come from its heap, fragment it and stay resident: the run's peak grows by 0.2 GiB over a few
-    steps. Fixed at 4 MB, an int8 SD 1.5 run at 512² peaked at 1.82 GiB instead of 1.97, at 15 % more time per
-    step (page faults on fresh mappings); benchmarks/RESULTS.md. Process-wide, so only for --memory low/minimal.
+    steps. With the threshold fixed at 4 MB from the process's start (MALLOC_MMAP_THRESHOLD_), an int8 SD 1.5 run
+    at 512² peaked at 1.82 GiB instead of 1.97, and its UNet steps took 15 % longer (page faults on fresh
+    mappings); at 1 MB, 1.77 GiB and 25 % longer. Process-wide, so only for --memory low/minimal.
     """
     M_MMAP_THRESHOLD = -3  # malloc.h
     libc = _glibc()

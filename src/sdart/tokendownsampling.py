@@ -1,9 +1,9 @@
 """Token downsampling: self-attention at the UNet's top attention level attends to a downsampled copy of its feature map
 (ToDo, Smith et al. 2024, arXiv:2402.13573).
 
-At 512² the top level has 64×64 = 4096 tokens, and its five self-attention layers take 44 % of an SD 1.5 UNet call
-on the CPU (1.43 of 3.56 s, torch profiler; the CPU attention kernel is bound by the softmax's 16×4096×4096
-exponentials). With keys and values average-pooled by `factor` in each direction, every query still gets its own
+At 512² the top level has 64×64 = 4096 tokens, and attention takes 44 % of an SD 1.5 UNet call on the CPU
+(1.58 of 3.56 s, torch profiler), nearly all of it in the five self-attention layers of that level: 0.29 s
+each, bound by the softmax's 8×2×4096×4096 exponentials (benchmarks/NOTES.md). With keys and values average-pooled by `factor` in each direction, every query still gets its own
 output but attends to factor² times fewer tokens. Neighbouring tokens at that level are nearly alike, so the image
 changes a little (measured in benchmarks/RESULTS.md); the deeper levels, the cross-attention and everything else
 are untouched.
