@@ -151,3 +151,11 @@ def test_a_cached_hub_model_streams_from_its_snapshot_offline(tiny_model_dir, mo
     assert [w.parent.name for w in streamed] == ["unet", "vae"]
     assert all(commit in str(w) for w in streamed)
     assert any(isinstance(m, Int8Linear) for m in loaded.pipeline.text_encoder.modules())  # loaded offline too
+
+
+def test_sdxl_int8_load_quantizes_both_text_encoders(tiny_sdxl_dir):
+    loaded = load(resolve(str(tiny_sdxl_dir)), torch.float32, layout=WeightLayout(int8=True))
+    for name in ("text_encoder", "text_encoder_2"):
+        layers = list(getattr(loaded.pipeline, name).modules())
+        assert any(isinstance(m, Int8Linear) for m in layers), name
+        assert not any(type(m) is torch.nn.Linear for m in layers), name
