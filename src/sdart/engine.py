@@ -48,6 +48,8 @@ class StepProgress:
     iterations: int
     elapsed: float  # seconds since generate() started
     it_per_s: float  # steps per second in the current batch
+    # The batch's latents after this step, (B, C, h, w): what a live preview is drawn from (sdart.preview).
+    latents: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def fraction(self) -> float:
@@ -288,7 +290,8 @@ class Engine:
                 batch_elapsed = marks[-1] - call_started
                 total = getattr(pipeline, "num_timesteps", None) or request.steps
                 on_step(StepProgress(step_index + 1, total, iteration, request.n_iter,
-                                     marks[-1] - started, (step_index + 1) / batch_elapsed if batch_elapsed else 0.0))
+                                     marks[-1] - started, (step_index + 1) / batch_elapsed if batch_elapsed else 0.0,
+                                     latents=callback_kwargs.get("latents")))
             if is_cancelled():
                 raise GenerationCancelled()
             if trim_every_step or (trim_before_decode and step_index + 1 == getattr(pipeline, "num_timesteps",

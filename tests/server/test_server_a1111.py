@@ -65,6 +65,11 @@ def test_progress_and_interrupt(live_server):
         time.sleep(0.05)
     assert 0.5 < progress["progress"] < 1 and progress["state"]["sampling_steps"] == 100
     assert progress["eta_relative"] > 0 and progress["state"]["job_count"] >= 1
+    # The live preview: a PNG at latent size (1/8 of the 64² image per side), or nothing when the client skips it.
+    preview = Image.open(io.BytesIO(base64.b64decode(progress["current_image"])))
+    assert preview.format == "PNG" and preview.size == (8, 8)
+    assert live_server.client.get("/sdapi/v1/progress", params={"skip_current_image": True}).json()[
+        "current_image"] is None
     assert live_server.client.post("/sdapi/v1/interrupt").status_code == 200
     thread.join(30)
     response = results["response"]

@@ -54,6 +54,10 @@ def test_generate_watch_progress_open_from_gallery(page, live_server):
     page.fill("#steps", "60")
     page.fill("#seed", "77")
     page.select_option("#sampler_name", "Euler")
+    # Count the live previews the viewer shows while the job runs (latent size: 8 px for a 64 px image).
+    page.evaluate("""() => { window.previewsShown = 0; const image = document.querySelector('#result-image');
+        image.addEventListener('load', () => {
+            if (image.classList.contains('preview') && image.naturalWidth === 8) window.previewsShown++; }); }""")
     page.keyboard.press("Control+Enter")
 
     # Progress from the event stream: somewhere strictly between empty and full, then full.
@@ -62,6 +66,7 @@ def test_generate_watch_progress_open_from_gallery(page, live_server):
     assert "step" in page.inner_text("#progress-text")
     page.wait_for_function("() => document.querySelector('#progress-text').textContent === 'Done'", timeout=60_000)
     assert page.get_attribute("#progress", "aria-valuenow") == "100"
+    assert page.evaluate("window.previewsShown") > 0
 
     image = page.locator("#result-image")
     page.wait_for_function("() => { const i = document.querySelector('#result-image');"

@@ -103,3 +103,20 @@ def test_health_models_samplers(live_server, tiny_model_dir, second_model_dir):
     assert "DPM++ 2M Karras" in [s["name"] for s in samplers["samplers"]] and "Karras" in samplers["schedule_types"]
     assert live_server.client.get("/docs").status_code == 200
     assert "/api/v1/jobs" in live_server.client.get("/openapi.json").json()["paths"]
+
+
+def test_live_preview_while_running_and_none_before_or_after(live_server):
+    running = live_server.submit(prompt="previewed", steps=150)
+    queued = live_server.submit(prompt="waits its turn", steps=1)
+    live_server.wait(running, until=lambda job: job["status"] == "running" and job["progress"] > 0)
+    response = live_server.client.get(f"/api/v1/jobs/{running}/preview")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.headers["cache-control"] == "no-store"
+    assert Image.open(io.BytesIO(response.content)).size == (8, 8)  # latent size: 64 px / 8
+    assert live_server.client.get(f"/api/v1/jobs/{queued}/preview").status_code == 204  # not started
+    live_server.client.delete(f"/api/v1/jobs/{running}")
+    live_server.wait(running)
+    assert live_server.client.get(f"/api/v1/jobs/{running}/preview").status_code == 204  # ended
+    unknown = "0" * 32
+    missing = live_server.client.get(f"/api/v1/jobs/{unknown}/preview")
+    assert missing.status_code == 404 and unknown in missing.text

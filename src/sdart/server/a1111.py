@@ -113,9 +113,10 @@ def _info(server: Server, request: GenerationRequest, records: list[ImageRecord]
 
 
 @router.get("/progress", summary="A1111 progress of the running job")
-def progress(server: ServerDep) -> dict[str, Any]:
+def progress(server: ServerDep, skip_current_image: bool = False) -> dict[str, Any]:
     running = server.worker.running_job_id()
     event = server.hub.progress(running) if running else None
+    preview = None if skip_current_image or not running else server.worker.preview_png(running)
     counts = server.store.counts()
     return {
         "progress": event["fraction"] if event else 0.0,
@@ -124,7 +125,8 @@ def progress(server: ServerDep) -> dict[str, Any]:
                   "job_count": counts["queued"] + counts["running"], "job_timestamp": "0",
                   "job_no": event["iteration"] if event else 0,
                   "sampling_step": event["step"] if event else 0, "sampling_steps": event["total"] if event else 0},
-        "current_image": None,  # live previews are not decoded: it would slow every step down
+        # A1111's cheap latent approximation at latent size (sdart.preview), drawn per poll, not per step.
+        "current_image": base64.b64encode(preview).decode("ascii") if preview is not None else None,
         "textinfo": None,
     }
 

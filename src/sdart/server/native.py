@@ -108,6 +108,18 @@ def cancel_job(job_id: JobId, server: ServerDep) -> dict[str, Any]:
     return {"id": job_id, "status": job.status}  # already finished: nothing to stop
 
 
+@router.get("/jobs/{job_id}/preview", summary="Live preview of a running job (PNG at latent size)",
+            response_class=Response, responses={200: {"content": {"image/png": {}}}, 204: {}})
+def job_preview(job_id: JobId, server: ServerDep) -> Response:
+    """The latest step's latents drawn without the VAE (A1111's cheap approximation, 1/8 of the image per side).
+    204 when there is nothing to draw: the job waits, has ended, or its model has no preview factors."""
+    find_job(server, job_id)  # 404 for an unknown id
+    png = server.worker.preview_png(job_id) if server.worker.running_job_id() == job_id else None
+    if png is None:
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
 @router.get("/jobs/{job_id}/events", summary="Server-Sent Events: started, progress (each step), image, done",
             response_class=StreamingResponse)
 async def job_events(job_id: JobId, server: ServerDep) -> StreamingResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +36,7 @@ class Worker:
         self._current: tuple[str, threading.Event] | None = None  # (job id, its cancel flag)
         self._current_lock = threading.Lock()
         self._pending_cancels: set[str] = set()
+        self._latest_latents: tuple[str, object] | None = None  # (job id, its latents after the last step)
         self._thread = threading.Thread(target=self._loop, name="sdart-worker", daemon=True)
 
     # --- control (any thread) ----------------------------------------------------------------------------
@@ -79,6 +81,23 @@ class Worker:
             self._current[1].set()
             return self._current[0]
 
+    def preview_png(self, job_id: str) -> bytes | None:
+        """The running job's live preview (sdart.preview) as PNG bytes, at latent size; None before its first
+        step, after it ends, or for a model family without preview factors."""
+        import io
+
+        from sdart.preview import latent_preview
+
+        latest = self._latest_latents
+        if latest is None or latest[0] != job_id or latest[1] is None:
+            return None
+        image = latent_preview(latest[1], self.engine.model.family)
+        if image is None:
+            return None
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -120,6 +139,7 @@ class Worker:
         finally:
             with self._current_lock:
                 self._current = None
+            self._latest_latents = None
         self.hub.publish(job.id, {"event": "done", "status": status, "error": error,
                                   "images": [r.id for r in self.store.images(job.id)]})
 
@@ -144,7 +164,8 @@ class Worker:
                                           "resumed_from": first * request.batch_size})
 
                 def on_step(p: StepProgress) -> None:
-                    overall = StepProgress(p.step, p.total, p.iteration + first, request.n_iter, p.elapsed, p.it_per_s)
+                    self._latest_latents = (job.id, p.latents)  # a reference: drawn only when a client asks
+                    overall = replace(p, iteration=p.iteration + first, iterations=request.n_iter)
                     self.hub.publish(job.id, progress_event(overall))
 
                 # 3. Generate; each image is saved and recorded as soon as its batch is decoded.

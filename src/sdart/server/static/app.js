@@ -80,6 +80,7 @@ function follow(jobId, position) {
     const batch = p.iterations > 1 ? `batch ${p.iteration + 1}/${p.iterations} · ` : "";
     const eta = p.eta_s != null ? ` · ${p.eta_s.toFixed(1)} s left` : "";
     setProgress(p.fraction, `${batch}step ${p.step}/${p.total}${eta}`);
+    showPreview(jobId);
   });
   events.addEventListener("image", async () => {
     const { ok, body } = await api(`/api/v1/jobs/${jobId}`);
@@ -100,6 +101,28 @@ function follow(jobId, position) {
   };
 }
 
+let previewBusy = false;  // one preview request at a time: on a GPU, steps come faster than round trips
+
+async function showPreview(jobId) {
+  if (previewBusy) return;
+  previewBusy = true;
+  try {
+    const response = await fetch(`/api/v1/jobs/${jobId}/preview`);
+    const picture = response.status === 200 ? await response.blob() : null;
+    if (!picture || jobId !== currentJob) return;  // nothing to draw yet, or the job ended meanwhile
+    const image = $("result-image");
+    if (image.dataset.previewUrl) URL.revokeObjectURL(image.dataset.previewUrl);
+    image.dataset.previewUrl = URL.createObjectURL(picture);
+    image.src = image.dataset.previewUrl;
+    image.alt = "Live preview of the running job";
+    image.classList.add("preview");
+    image.hidden = false;
+    $("placeholder").hidden = true;
+  } finally {
+    previewBusy = false;
+  }
+}
+
 function finish() {
   currentJob = null;
   $("cancel").disabled = true;
@@ -116,6 +139,7 @@ async function cancel() {
 
 function showImage(job, index) {
   const image = job.images[index];
+  $("result-image").classList.remove("preview");
   $("result-image").src = image.url;
   $("result-image").alt = `${job.request.prompt} (seed ${image.seed})`;
   $("result-image").hidden = false;
