@@ -302,3 +302,14 @@ def test_ray_option_without_ray_installed_says_how_to_install(tmp_path, monkeypa
     result = CliRunner().invoke(app, ["batch", str(prompts), "--out", str(tmp_path / "o"), "--ray", "auto"])
     assert result.exit_code == 2
     assert "pip install 'sdart[ray]'" in result.stderr
+
+
+def test_cli_batch_applies_the_engine_speed_options_and_records_them(tiny_model_dir, tmp_path):
+    prompts = write(tmp_path / "p.txt", "a red fox\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, batch_args(tiny_model_dir, str(prompts), "--out", str(out), "--seeds", "5",
+                                                "--token-downsampling", "2", "--quantize", "int8"))
+    assert result.exit_code == 0, result.output
+    (record,) = done_records(out).values()
+    params = parse_infotext(read_infotext(out / record[0]["file"])).params
+    assert params["Token downsampling"] == "2" and params["Weights"] == "int8"

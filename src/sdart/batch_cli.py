@@ -41,6 +41,10 @@ def batch(
     memory: o.Memory = None,
     lora: o.Lora = None,
     vae: o.Vae = None,
+    compile: o.Compile = None,
+    step_cache: o.StepCache = None,
+    token_downsampling: o.TokenDownsampling = None,
+    quantize: o.Quantize = None,
     rng: o.Rng = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the files and count the work; generate nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
@@ -61,7 +65,8 @@ def batch(
         if seed is not None and seeds is not None:
             raise ValueError("--seed and --seeds: give one (--seeds 0-3 makes one run per seed)")
         settings = load_settings(model=model, model_config_dir=model_config_dir, device=device, dtype=dtype,
-                                 memory=memory, rng=rng, loras=lora, vae=vae)
+                                 memory=memory, rng=rng, loras=lora, vae=vae, compile=compile,
+                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize)
         defaults = {k: v for k, v in dict(
             negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed, width=width, height=height,
             n_iter=n_iter, sampler_name=sampler_name, scheduler=scheduler, clip_skip=clip_skip).items() if v is not None}

@@ -30,5 +30,10 @@ DType = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, fl
 Memory = Annotated[Optional[str], typer.Option("--memory", help="balanced, low or minimal \\[default: balanced].")]
 Vae = Annotated[Optional[str], typer.Option("--vae", help="Replacement VAE, hub id or folder: e.g. stabilityai/sd-vae-ft-mse, or madebyollin/taesd (tiny, decodes several times faster) \\[env: SDART_VAE].")]
 Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA fused into the model: a .safetensors file, folder or hub id, optionally REF:SCALE; repeat for more. LCM-LoRA: 4 steps with --sampler LCM --cfg 1.5 \\[env: SDART_LORAS].")]
+# Engine speed options (sdart.device.SpeedOptions); the last three change the picture a little.
+Compile = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the UNet (slow first start, faster steps) \\[env: SDART_COMPILE].")]
+StepCache = Annotated[Optional[int], typer.Option("--step-cache", help="Reuse deep UNet features: full UNet every N steps (2-5), faster, slightly different image \\[env: SDART_STEP_CACHE].")]
+TokenDownsampling = Annotated[Optional[int], typer.Option("--token-downsampling", help="Top-level self-attention attends to N×N-pooled keys/values (2: 4× fewer; 1 = off); faster, slightly different image \\[env: SDART_TOKEN_DOWNSAMPLING].")]
+Quantize = Annotated[Optional[str], typer.Option("--quantize", help="none or int8 (int8 weights: less memory, slightly different image) \\[env: SDART_QUANTIZE].")]
 Rng = Annotated[Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (same image on any device) or device.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]

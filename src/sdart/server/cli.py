@@ -24,6 +24,10 @@ def serve(
     memory: o.Memory = None,
     lora: o.Lora = None,
     vae: o.Vae = None,
+    compile: o.Compile = None,
+    step_cache: o.StepCache = None,
+    token_downsampling: o.TokenDownsampling = None,
+    quantize: o.Quantize = None,
     ray: Optional[str] = typer.Option(None, "--ray", help="Serve generation from a Ray cluster through Ray Serve: "
                                                           "auto, local, or a cluster ADDRESS (needs sdart\\[ray])."),
     replicas: int = typer.Option(1, "--replicas", min=1, help="With --ray: model replicas (fixed count)."),
@@ -50,7 +54,8 @@ def serve(
         from sdart.settings import load_settings
 
         settings = load_settings(model=model, host=host, port=port, data_dir=data_dir, api_key=api_key,
-                                 device=device, dtype=dtype, memory=memory, loras=lora, vae=vae)
+                                 device=device, dtype=dtype, memory=memory, loras=lora, vae=vae, compile=compile,
+                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize)
         try:
             check_bind(settings.host, settings.api_key)
         except UnsafeBind as exc:
