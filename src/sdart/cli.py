@@ -121,6 +121,9 @@ def generate(
     clip_skip: o.ClipSkip = None,
     model: o.Model = None,
     model_config_dir: o.ModelConfigDir = None,
+    init_image: Optional[Path] = typer.Option(None, "--init-image", "-i", help="img2img: start from this picture instead of noise (size: its aspect ratio at the model's size, unless -W/-H)."),
+    denoising_strength: Optional[float] = typer.Option(None, "--denoising-strength", "--strength", help="img2img: how much of the picture to redraw, 0 < s ≤ 1 \\[default: 0.75]."),
+    resize_mode: Optional[int] = typer.Option(None, "--resize-mode", help="img2img, when -W/-H differ from the picture: 0 stretch, 1 crop, 2 fit and fill (A1111's modes) \\[default: 0]."),
     from_image: Optional[Path] = typer.Option(None, "--from", help="Re-run the parameters stored in this PNG; other options override them."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where PNGs go \\[default: outputs] \\[env: SDART_OUTPUT_DIR]."),
     device: o.Device = None,
@@ -156,7 +159,9 @@ def generate(
                 fields.pop("model")
         given = dict(prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed,
                      width=width, height=height, n_iter=n_iter, batch_size=batch_size, sampler_name=sampler_name,
-                     scheduler=scheduler, clip_skip=clip_skip, model=model)
+                     scheduler=scheduler, clip_skip=clip_skip, model=model,
+                     init_image=str(init_image) if init_image is not None else None,
+                     denoising_strength=denoising_strength, resize_mode=resize_mode)
         fields.update({k: v for k, v in given.items() if v is not None})
         if "prompt" not in fields:
             raise ValueError("prompt: missing; give a prompt (or --from IMAGE)")

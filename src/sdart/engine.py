@@ -22,6 +22,7 @@ from sdart.device import (
     SpeedOptions, apply_memory_mode, apply_speed, compile_unet, pick_device, pick_dtype, release_freed_memory,
     return_large_blocks_on_free,
 )
+from sdart.initimage import default_size, fit, open_init_image
 from sdart.lora import apply_loras, infotext_value, parse_lora
 from sdart.metadata import format_infotext
 from sdart.models import LoadedModel, WeightLayout, load, load_vae, resolve
@@ -189,6 +190,7 @@ class Engine:
         elif self.speed.compile:
             compile_unet(pipe, self.speed, self.device)  # after offload hooks, around the final module
         self.model = loaded
+        self._img2img = None  # built from this pipeline on first use (_img2img_pipeline)
         release_freed_memory()  # conversion buffers of the load
         self.load_s = time.perf_counter() - started
         log.info("loaded %s (%s) on %s in %s in %.1f s", reference, loaded.family, self.device, self.dtype, self.load_s)
@@ -203,7 +205,10 @@ class Engine:
         """Fill in what the request left to the model and the dice: size and seed."""
         size = self.model.native_size
         seed = request.seed if request.seed >= 0 else random.SystemRandom().randrange(0, MAX_SEED - request.images_total)
-        return request.replace(width=request.width or size, height=request.height or size, seed=seed)
+        width, height = size, size
+        if request.init_image and not (request.width and request.height):  # img2img: the picture's aspect ratio
+            width, height = default_size(open_init_image(request.init_image).size, size)
+        return request.replace(width=request.width or width, height=request.height or height, seed=seed)
 
     def generate(
         self,
@@ -262,7 +267,10 @@ class Engine:
         # 2. Resolve size and seed (a no-op for a resolved request); image i of the run uses seed + i.
         request = self.resolve_request(request)
         is_cancelled = _cancel_check(cancel)
-        pipe = self.model.pipeline
+        pipe = self._img2img_pipeline() if request.init_image else self.model.pipeline
+        init = None
+        if request.init_image:
+            init = fit(open_init_image(request.init_image), request.width, request.height, request.resize_mode)
         started = time.perf_counter()
         with self._lock:
             # 3. Sampler: the model's training schedule, stepped the way the A1111 name says.
@@ -272,9 +280,19 @@ class Engine:
                 if is_cancelled():
                     raise GenerationCancelled()
                 seeds = [request.seed + iteration * request.batch_size + j for j in range(request.batch_size)]
-                yield self._run_batch(pipe, request, iteration, seeds, started, on_step, is_cancelled)
+                yield self._run_batch(pipe, request, iteration, seeds, started, on_step, is_cancelled, init)
 
-    def _run_batch(self, pipe, request, iteration, seeds, started, on_step, is_cancelled) -> Batch:
+    def _img2img_pipeline(self):
+        """The loaded pipeline's img2img twin: the same components (and so the same speed settings, LoRAs and
+        memory), only the denoising loop differs."""
+        if self._img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.model.pipeline)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+    def _run_batch(self, pipe, request, iteration, seeds, started, on_step, is_cancelled, init=None) -> Batch:
         # 4. One generator per image so that each image depends only on its own seed, on any batch size;
         #    drawn on the CPU by default so that a seed gives the same image on CPU and GPU.
         rng_device = "cpu" if self.settings.rng == "cpu" else self.device
@@ -303,13 +321,16 @@ class Engine:
 
         # 5. Denoise and decode (a step cache starts empty: nothing carries over from the last batch).
         reset_step_cache(pipe.unet)
+        # txt2img draws the size from noise; img2img starts from the fitted picture, skipping the first
+        # (1 - denoising_strength) of the steps, as A1111 does.
+        start = (dict(width=request.width, height=request.height) if init is None
+                 else dict(image=[init] * len(seeds), strength=request.denoising_strength))
         output = pipe(
             prompt=[request.prompt] * len(seeds),
             negative_prompt=[request.negative_prompt] * len(seeds) if request.negative_prompt else None,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
-            width=request.width,
-            height=request.height,
+            **start,
             generator=generators,
             clip_skip=request.clip_skip - 1 or None,  # A1111 counts the last layer as 1; diffusers as 0
             callback_on_step_end=step_end,
@@ -346,6 +367,7 @@ class Engine:
             model_hash=self.model.hash,
             clip_skip=request.clip_skip,
             extra={"VAE": self.settings.vae and Path(self.settings.vae).name, "Lora": infotext_value(self.loras),
+                   "Denoising strength": request.denoising_strength if request.init_image else None,
                    **self._approximations()},
             batch_size=batch_size,
             batch_pos=batch_pos,

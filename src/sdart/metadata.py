@@ -106,6 +106,7 @@ class Infotext:
             "CFG scale": ("cfg_scale", float),
             "Seed": ("seed", int),
             "Clip skip": ("clip_skip", int),
+            "Denoising strength": ("denoising_strength", float),
         }
         for key, (name, convert) in conversions.items():
             if key in p:

@@ -58,6 +58,19 @@ class GenerationRequest(BaseModel):
     scheduler: str = Field("Automatic", validation_alias=AliasChoices("scheduler", "schedule_type"))
     clip_skip: int = Field(1, ge=1, le=12)
     model: str | None = None
+    # img2img: start from this picture (a local file) instead of noise; the server stores uploads itself.
+    init_image: str | None = None
+    denoising_strength: float = Field(0.75, gt=0.0, le=1.0, allow_inf_nan=False)  # 1: the picture is only a layout
+    resize_mode: int = Field(0, ge=0, le=3)  # A1111's: 0 just resize, 1 crop and resize, 2 resize and fill
+
+    @field_validator("init_image")
+    @classmethod
+    def _readable_image(cls, value: str | None) -> str | None:
+        if value is not None:
+            from sdart.initimage import check_init_image
+
+            check_init_image(value)
+        return value
 
     @field_validator("width", "height")
     @classmethod
