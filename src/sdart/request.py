@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 
 from sdart.samplers import DEFAULT_SAMPLER, effective_schedule, find_sampler, find_schedule_type
 
@@ -65,8 +67,9 @@ class GenerationRequest(BaseModel):
 
     @field_validator("init_image")
     @classmethod
-    def _readable_image(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _readable_image(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A stored request (a job's history) stays readable after its picture is gone; running it checks again.
+        if value is not None and not (info.context or {}).get("stored"):
             from sdart.initimage import check_init_image
 
             check_init_image(value)

@@ -108,3 +108,40 @@ def test_png_info(api, live_server):
     assert info["info"].startswith("read me back\n") and info["parameters"]["Seed"] == "5"
     assert info["parameters"]["Prompt"] == "read me back"
     assert live_server.client.post("/sdapi/v1/png-info", json={"image": plain}).json()["info"] == ""
+
+
+def test_webuiapi_img2img_redraws_the_picture_and_stores_it_once(api, live_server):
+    picture = Image.new("RGB", (96, 64), (200, 30, 30))
+    result = api.img2img(images=[picture], prompt="a red field", seed=11, width=64, height=64, steps=10,
+                         denoising_strength=0.5, batch_size=2)
+    assert [image.size for image in result.images] == [(64, 64), (64, 64)]
+    assert result.info["denoising_strength"] == 0.5 and result.info["all_seeds"] == [11, 12]
+    params = parse_infotext(result.info["infotexts"][0]).params
+    assert params["Denoising strength"] == "0.5" and params["Steps"] == "10"
+    assert "init_images" not in result.parameters and "init_image" not in result.parameters  # no server paths
+    # The same picture again: the same images, and one stored input.
+    again = api.img2img(images=[picture], prompt="a red field", seed=11, width=64, height=64, steps=10,
+                        denoising_strength=0.5)
+    assert list(again.images[0].getdata()) == list(result.images[0].getdata())  # same seed, same picture
+    assert len(list((live_server.data_dir / "inputs").glob("*.png"))) == 1
+
+
+def test_img2img_refusal_leaves_no_stored_input(live_server):
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="PNG")
+    before = set((live_server.data_dir / "inputs").glob("*"))
+    response = live_server.client.post("/sdapi/v1/img2img", json={
+        "prompt": "x", "width": 64, "height": 64, "steps": 2, "denoising_strength": 2,
+        "init_images": [base64.b64encode(buffer.getvalue()).decode()]})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"][-1] == "denoising_strength"
+    assert set((live_server.data_dir / "inputs").glob("*")) == before
+
+
+def test_native_api_reads_no_server_paths(live_server, tmp_path):
+    elsewhere = tmp_path / "server-side.png"
+    Image.new("RGB", (8, 8)).save(elsewhere)  # a real picture the server could read, outside its inputs
+    response = live_server.client.post("/api/v1/jobs", json={"prompt": "x", "steps": 1, "width": 64, "height": 64,
+                                                             "init_image": str(elsewhere)})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"][0]
+    assert detail["loc"][-1] == "init_image" and "/sdapi/v1/img2img" in detail["msg"]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 OK = {"prompt": "fine", "steps": 2, "width": 64, "height": 64}
 NOT_PNG = base64.b64encode(b"just some text, not an image").decode()
+TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFElEQVR4nGM8ISfHgA0wYRUdtBIA0MoBFD5jqJkAAAAASUVORK5CYII="
 
 # (name, method, path, body: dict | str | None, expected status, what the error must name)
 MALFORMED = [
@@ -44,6 +45,15 @@ MALFORMED = [
     ("png-info bad base64", "POST", "/sdapi/v1/png-info", {"image": "%%% not base64 %%%"}, 422, "image"),
     ("png-info not an image", "POST", "/sdapi/v1/png-info", {"image": NOT_PNG}, 422, "image"),
     ("png-info no image", "POST", "/sdapi/v1/png-info", {}, 422, "image"),
+    ("img2img no init_images", "POST", "/sdapi/v1/img2img", {**OK}, 422, "init_images"),
+    ("img2img init image not base64", "POST", "/sdapi/v1/img2img", {**OK, "init_images": ["%%%"]}, 422, "0"),
+    ("img2img init image not an image", "POST", "/sdapi/v1/img2img", {**OK, "init_images": [NOT_PNG]}, 422, "0"),
+    ("img2img mask (inpainting)", "POST", "/sdapi/v1/img2img", {**OK, "init_images": [TINY_PNG], "mask": TINY_PNG},
+     422, "mask"),
+    ("img2img strength 0", "POST", "/sdapi/v1/img2img", {**OK, "init_images": [TINY_PNG], "denoising_strength": 0},
+     422, "denoising_strength"),
+    ("native init_image is a server path", "POST", "/api/v1/jobs", {**OK, "init_image": "/etc/hostname"}, 422,
+     "init_image"),
     ("options unknown model", "POST", "/sdapi/v1/options", {"sd_model_checkpoint": "../../x.ckpt"}, 422,
      "sd_model_checkpoint"),
     ("job id not hex", "GET", "/api/v1/jobs/not-an-id", None, 422, "job_id"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import io
 import json
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
 from sdart.metadata import parse_infotext
@@ -28,7 +29,7 @@ from sdart.server.admission import Server, submit
 from sdart.server.catalog import title
 from sdart.server.errors import FieldErrors
 from sdart.server.native import find_job, get_server
-from sdart.server.store import ImageRecord
+from sdart.server.store import ImageRecord, Job
 
 router = APIRouter(prefix="/sdapi/v1", tags=["A1111-compatible"])
 ServerDep = Annotated[Server, Depends(get_server)]
@@ -42,11 +43,17 @@ A1111_DEFAULTS: dict[str, Any] = {"prompt": "", "negative_prompt": "", "steps": 
 OVERRIDES = {"CLIP_stop_at_last_layers": "clip_skip", "sd_model_checkpoint": "model"}
 
 
-def to_request(payload: Any) -> GenerationRequest:
-    """An A1111 txt2img payload → GenerationRequest; FieldErrors name the A1111 field that is wrong."""
+# StableDiffusionImg2ImgProcessingAPI's own fields, on top of txt2img's.
+IMG2IMG_DEFAULTS: dict[str, Any] = {"denoising_strength": 0.75, "resize_mode": 0}
+
+
+def to_request(payload: Any, *, init_image: str | None = None) -> GenerationRequest:
+    """An A1111 txt2img (or, with `init_image`, img2img) payload → GenerationRequest; FieldErrors name the A1111
+    field that is wrong."""
     if not isinstance(payload, dict):
         raise FieldErrors.one(("body",), payload, "must be a JSON object of txt2img fields")
-    fields = {name: payload[name] for name in A1111_DEFAULTS if payload.get(name) is not None}
+    defaults = {**A1111_DEFAULTS, **(IMG2IMG_DEFAULTS if init_image else {})}
+    fields = {name: payload[name] for name in defaults if payload.get(name) is not None}
     if "sampler_name" not in fields and payload.get("sampler_index") is not None:
         fields["sampler_name"] = payload["sampler_index"]
     overrides = payload.get("override_settings") or {}
@@ -55,8 +62,10 @@ def to_request(payload: Any) -> GenerationRequest:
     for key, name in OVERRIDES.items():
         if overrides.get(key) is not None:
             fields[name] = overrides[key]
+    if init_image:
+        fields["init_image"] = init_image
     try:
-        return GenerationRequest.parse({**A1111_DEFAULTS, **fields})
+        return GenerationRequest.parse({**defaults, **fields})
     except RequestError as exc:
         raise FieldErrors.from_request_error(exc) from None
 
@@ -64,8 +73,51 @@ def to_request(payload: Any) -> GenerationRequest:
 @router.post("/txt2img", summary="A1111 txt2img: queue a job and answer when it is done")
 async def txt2img(server: ServerDep, payload: Annotated[Any, Body()] = None) -> dict[str, Any]:
     request = to_request(payload)
-    job = await run_in_threadpool(submit, server, request, "a1111")
-    # A1111 blocks until the images exist; so do we, but the job runs in the queue like any other.
+    return await _answer(server, payload, request, await run_in_threadpool(submit, server, request, "a1111"))
+
+
+@router.post("/img2img", summary="A1111 img2img: redraw init_images[0] after the prompt; answers when done")
+async def img2img(server: ServerDep, payload: Annotated[Any, Body()] = None) -> dict[str, Any]:
+    """`init_images` (base64, the first is used for every image), `denoising_strength` (0.75), `resize_mode`
+    (0 just resize, 1 crop and resize, 2 resize and fill) and txt2img's fields. Inpainting (`mask`) is refused."""
+    if not isinstance(payload, dict):
+        raise FieldErrors.one(("body",), payload, "must be a JSON object of img2img fields")
+    if payload.get("mask"):
+        raise FieldErrors.one(("body", "mask"), "<image>", "inpainting is not supported; send no mask")
+    images = payload.get("init_images")
+    if not isinstance(images, list) or not images:
+        raise FieldErrors.one(("body", "init_images"), images, "must be a list of base64-encoded images")
+    raw = _decode_image(images[0], ("body", "init_images", "0"))
+    path, created = await run_in_threadpool(_store_input, server, raw)
+    try:
+        request = to_request(payload, init_image=str(path))
+        job = await run_in_threadpool(submit, server, request, "a1111")
+    except FieldErrors:
+        if created:  # a refused request leaves nothing behind
+            path.unlink(missing_ok=True)
+        raise
+    return await _answer(server, payload, request, job)
+
+
+def _store_input(server: Server, raw: bytes) -> tuple[Path, bool]:
+    """The uploaded picture as PNG in the inputs folder, named by its hash (the same upload is stored once);
+    whether this call created the file."""
+    with Image.open(io.BytesIO(raw)) as image:
+        buffer = io.BytesIO()
+        ImageOps.exif_transpose(image).convert("RGB").save(buffer, format="PNG")
+    data = buffer.getvalue()
+    path = server.inputs_dir / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if path.exists():
+        return path, False
+    partial = path.with_suffix(".part")
+    partial.write_bytes(data)
+    partial.replace(path)  # whole or absent: a job never reads half a picture
+    return path, True
+
+
+async def _answer(server: Server, payload: dict, request: GenerationRequest, job: Job) -> dict[str, Any]:
+    """Wait for `job` and answer as A1111 does: A1111 blocks until the images exist; so do we, but the job runs
+    in the queue like any other."""
     queue = server.hub.subscribe(job.id)
     try:
         while not (job := find_job(server, job.id)).finished:
@@ -80,13 +132,32 @@ async def txt2img(server: ServerDep, payload: Annotated[Any, Body()] = None) -> 
     records = server.store.images(job.id)
     send_images = payload.get("send_images", True) is not False
     images = [await run_in_threadpool(_b64_file, server.images_dir / r.filename) for r in records] if send_images else []
-    return {"images": images, "parameters": {**payload, **request.model_dump(exclude={"model"})},
+    # A1111 echoes the payload, init images only when asked; the server's own file path is never shown.
+    echoed = {k: v for k, v in payload.items() if k != "init_images" or payload.get("include_init_images")}
+    return {"images": images, "parameters": {**echoed, **request.model_dump(exclude={"model", "init_image"})},
             "info": json.dumps(_info(server, job.request, records, job.status == "cancelled"))}
 
 
 async def _until_done(queue: asyncio.Queue) -> None:
     while (await queue.get())["event"] != "done":
         pass
+
+
+def _decode_image(value: Any, location: tuple[str, ...]) -> bytes:
+    """The bytes of a base64 image (optionally a data: URL) whose header is an image's; FieldErrors otherwise."""
+    if not isinstance(value, str) or not value:
+        raise FieldErrors.one(location, value, "must be a base64-encoded image (optionally a data: URL)")
+    data = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise FieldErrors.one(location, value, "is not valid base64") from None
+    try:
+        with Image.open(io.BytesIO(raw)):
+            pass
+    except (UnidentifiedImageError, OSError):
+        raise FieldErrors.one(location, value, "is base64 but not an image") from None
+    return raw
 
 
 def _b64_file(path: Path) -> str:
@@ -105,7 +176,8 @@ def _info(server: Server, request: GenerationRequest, records: list[ImageRecord]
         "scheduler": request.scheduler, "cfg_scale": request.cfg_scale, "steps": request.steps,
         "batch_size": request.batch_size, "clip_skip": request.clip_skip, "restore_faces": False,
         "sd_model_name": server.engine.model.spec.name, "sd_model_hash": server.engine.model.hash,
-        "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": None,
+        "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": request.denoising_strength if request.init_image else None,
         "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": [r.infotext for r in records],
         "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "is_using_inpainting_conditioning": False,
         "interrupted": interrupted,
@@ -199,18 +271,9 @@ def set_options(server: ServerDep, payload: Annotated[Any, Body()] = None) -> No
 
 @router.post("/png-info", summary="A1111 png-info: the generation parameters stored in an image")
 def png_info(payload: Annotated[Any, Body()] = None) -> dict[str, Any]:
-    if not isinstance(payload, dict) or not isinstance(payload.get("image"), str) or not payload["image"]:
-        raise FieldErrors.one(("body", "image"), (payload or {}).get("image") if isinstance(payload, dict) else payload,
-                              "must be a base64-encoded image (optionally a data: URL)")
-    data = payload["image"].split(",", 1)[1] if payload["image"].startswith("data:") else payload["image"]
-    try:
-        raw = base64.b64decode(data, validate=True)
-        with Image.open(io.BytesIO(raw)) as image:
-            items = {key: value for key, value in image.info.items() if isinstance(value, str)}
-    except (binascii.Error, ValueError):
-        raise FieldErrors.one(("body", "image"), payload["image"], "is not valid base64") from None
-    except (UnidentifiedImageError, OSError):
-        raise FieldErrors.one(("body", "image"), payload["image"], "is base64 but not an image") from None
+    raw = _decode_image(payload.get("image") if isinstance(payload, dict) else payload, ("body", "image"))
+    with Image.open(io.BytesIO(raw)) as image:
+        items = {key: value for key, value in image.info.items() if isinstance(value, str)}
     text = items.pop("parameters", "")
     parsed = parse_infotext(text) if text else None
     parameters = ({"Prompt": parsed.prompt, "Negative prompt": parsed.negative_prompt, **parsed.params}

@@ -32,6 +32,7 @@ class Server:
     worker: Worker
     catalog: ModelCatalog
     images_dir: Path
+    inputs_dir: Path  # pictures uploaded for img2img, named by their content's hash
 
 
 def check_limits(request: GenerationRequest, settings: Settings) -> None:
@@ -60,6 +61,11 @@ def check_limits(request: GenerationRequest, settings: Settings) -> None:
 def submit(server: Server, request: GenerationRequest, source: str) -> Job:
     """Check, queue and wake the worker; FieldErrors (422, or 429 when the queue is full) otherwise."""
     check_limits(request, server.settings)
+    if request.init_image is not None and Path(request.init_image).resolve().parent != server.inputs_dir.resolve():
+        # Clients never name files on the server; img2img pictures arrive as data (/sdapi/v1/img2img).
+        raise FieldErrors.one(("body", "init_image"), request.init_image,
+                              "the server reads no paths from clients; send the picture as base64 in "
+                              "`init_images` to /sdapi/v1/img2img")
     if request.model is not None:
         entry = server.catalog.find(request.model)
         if entry is None:

@@ -37,6 +37,7 @@ def open_server(settings: Settings, engine: Engine) -> Server:
     """Open the store, put jobs a dead process left running back in the queue, and build the worker."""
     data_dir = ensure_writable_dir(settings.data_dir)
     images_dir = ensure_writable_dir(data_dir / "images")
+    inputs_dir = ensure_writable_dir(data_dir / "inputs")
     store = JobStore(data_dir / "jobs.sqlite3")
     recovered = store.recover()
     if recovered:
@@ -44,7 +45,8 @@ def open_server(settings: Settings, engine: Engine) -> Server:
     _remove_unrecorded_images(images_dir, store)
     hub = EventHub()
     worker = Worker(engine, store, hub, images_dir)
-    return Server(settings, engine, store, hub, worker, ModelCatalog(engine, settings.extra_models), images_dir)
+    return Server(settings, engine, store, hub, worker, ModelCatalog(engine, settings.extra_models), images_dir,
+                  inputs_dir)
 
 
 def _remove_unrecorded_images(images_dir: Path, store: JobStore) -> None:

@@ -241,5 +241,5 @@ class JobStore:
 
 def _job(row: sqlite3.Row) -> Job:
     fields: dict[str, Any] = dict(row)
-    fields["request"] = GenerationRequest.model_validate(json.loads(fields["request"]))
+    fields["request"] = GenerationRequest.model_validate(json.loads(fields["request"]), context={"stored": True})
     return Job(**fields)
