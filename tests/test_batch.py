@@ -313,3 +313,18 @@ def test_cli_batch_applies_the_engine_speed_options_and_records_them(tiny_model_
     (record,) = done_records(out).values()
     params = parse_infotext(read_infotext(out / record[0]["file"])).params
     assert params["Token downsampling"] == "2" and params["Weights"] == "int8"
+
+
+def test_cli_batch_img2img_lines(tiny_model_dir, tmp_path):
+    picture = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), (30, 70, 230)).save(picture)
+    prompts = write(tmp_path / "p.jsonl", json.dumps({"prompt": "a boat", "init_image": str(picture),
+                                                      "denoising_strength": 0.5, "seed": 4}) + "\n"
+                    + json.dumps({"prompt": "a boat", "init_image": str(tmp_path / "gone.png")}) + "\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, batch_args(tiny_model_dir, str(prompts), "--out", str(out)))
+    # The missing picture is a bad line, named before anything runs; the good line is made.
+    assert result.exit_code == 1 and "p.jsonl:2: init_image = " in result.stderr and "no such file" in result.stderr
+    (record,) = done_records(out).values()
+    params = parse_infotext(read_infotext(out / record[0]["file"])).params
+    assert params["Denoising strength"] == "0.5" and params["Seed"] == "4"
