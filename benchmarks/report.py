@@ -98,7 +98,7 @@ def chart(runs: dict[str, dict], path: Path) -> None:
         ax.tick_params(axis="y", labelsize=7)
         ax.set_xlim(right=max(values) * 4)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long configuration names must not be cut off
     plt.close(fig)
 
 
