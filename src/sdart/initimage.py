@@ -1,4 +1,5 @@
-"""img2img's starting picture: read from a file, turned upright, and fitted to the output size as A1111 does.
+"""img2img's starting picture: read from a file (or a base64 data: URL), turned upright, and fitted to the
+output size as A1111 does.
 
 A1111's `resize_mode`: 0 "Just resize" (stretch to the size), 1 "Crop and resize" (fill the size, centre crop),
 2 "Resize and fill" (fit inside; the borders get the picture stretched to the full size behind it), 3 "Just
@@ -7,6 +8,9 @@ resize (latent upscale)" (resized like 0 here: sdart resizes pixels, never laten
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -14,27 +18,60 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 RESIZE_MODES = ("just resize", "crop and resize", "resize and fill", "just resize (latent upscale)")
 
 
-def open_init_image(path: str | Path) -> Image.Image:
-    """The picture at `path` as upright RGB (EXIF orientation applied). ValueError says what is wrong."""
-    check_init_image(path)
+def open_init_image(source: str | Path) -> Image.Image:
+    """The picture (a file path or a base64 data: URL) as upright RGB, EXIF orientation applied. ValueError says
+    what is wrong."""
+    check_init_image(source)
     try:
-        with Image.open(Path(path).expanduser()) as image:
+        with Image.open(_readable(source)) as image:
             image.load()
             return ImageOps.exif_transpose(image).convert("RGB")
     except OSError as exc:  # a header that reads but pixels that don't: truncated, corrupt
         raise ValueError(f"not a readable image ({exc})") from None
 
 
-def check_init_image(path: str | Path) -> None:
-    """Cheap check for request validation: the file exists and its header is an image's (pixels not decoded)."""
-    path = Path(path).expanduser()
+def check_init_image(source: str | Path) -> None:
+    """Cheap check for request validation: the file exists (or the data: URL decodes) and its header is an
+    image's; pixels are not decoded."""
+    _check_header(_readable(source))
+
+
+def is_data_url(source: str | Path) -> bool:
+    return isinstance(source, str) and source.startswith("data:")
+
+
+def decode_base64_image(value: str) -> bytes:
+    """The bytes of a base64 image, bare or as a `data:[type];base64,...` URL, checked to be an image's.
+    ValueError says what is wrong."""
+    if is_data_url(value):
+        header, _, value = value.partition(",")
+        if not header.endswith(";base64"):
+            raise ValueError("a data: URL must be base64 (data:image/png;base64,...)")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64") from None
+    _check_header(io.BytesIO(raw))
+    return raw
+
+
+def _check_header(source: Path | io.BytesIO) -> None:
+    try:
+        with Image.open(source):
+            pass
+    except UnidentifiedImageError:
+        raise ValueError("not a readable image (no image format recognised)") from None
+    except OSError as exc:
+        raise ValueError(f"not a readable image ({exc})") from None
+
+
+def _readable(source: str | Path) -> Path | io.BytesIO:
+    if is_data_url(source):
+        return io.BytesIO(decode_base64_image(source))
+    path = Path(source).expanduser()
     if not path.is_file():
         raise ValueError("no such file")
-    try:
-        with Image.open(path):
-            pass
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"not a readable image ({exc})") from None
+    return path
 
 
 def default_size(image_size: tuple[int, int], native: int) -> tuple[int, int]:

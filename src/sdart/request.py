@@ -60,7 +60,8 @@ class GenerationRequest(BaseModel):
     scheduler: str = Field("Automatic", validation_alias=AliasChoices("scheduler", "schedule_type"))
     clip_skip: int = Field(1, ge=1, le=12)
     model: str | None = None
-    # img2img: start from this picture (a local file) instead of noise; the server stores uploads itself.
+    # img2img: start from this picture (a file path, or a base64 data: URL) instead of noise. The server stores
+    # uploaded pictures itself and queues the stored file's path.
     init_image: str | None = None
     denoising_strength: float = Field(0.75, gt=0.0, le=1.0, allow_inf_nan=False)  # 1: the picture is only a layout
     resize_mode: int = Field(0, ge=0, le=3)  # A1111's: 0 just resize, 1 crop and resize, 2 resize and fill

@@ -97,3 +97,24 @@ def test_bad_input_is_shown_next_to_the_field(page):
     page.wait_for_selector("#steps[aria-invalid=true]")
     assert "steps:" in page.inner_text("#form-errors")
     assert [status.split()[0] for status in page.failed_responses] == ["422"]
+
+
+def test_img2img_from_the_page(page, tmp_path):
+    from PIL import Image
+
+    picture = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), (250, 220, 20)).save(picture)
+    page.fill("#prompt", "a yellow field")
+    page.fill("#steps", "4")
+    page.set_input_files("#init_image", str(picture))
+    page.fill("#denoising_strength", "0.5")
+    page.click("#generate")
+    page.wait_for_function("() => document.querySelector('#progress-text').textContent === 'Done'", timeout=60_000)
+    params = page.inner_text("#result-params")
+    assert params.startswith("a yellow field\n") and "Denoising strength: 0.5" in params
+    # A strength out of range is refused and marked on its field; the picture stays chosen.
+    page.fill("#denoising_strength", "2")
+    page.click("#generate")
+    page.wait_for_selector("#denoising_strength[aria-invalid=true]")
+    assert "denoising_strength:" in page.inner_text("#form-errors")
+    assert [status.split()[0] for status in page.failed_responses] == ["422"]

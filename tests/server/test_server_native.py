@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 from PIL import Image
@@ -120,3 +121,15 @@ def test_live_preview_while_running_and_none_before_or_after(live_server):
     unknown = "0" * 32
     missing = live_server.client.get(f"/api/v1/jobs/{unknown}/preview")
     assert missing.status_code == 404 and unknown in missing.text
+
+
+def test_img2img_job_with_a_data_url_picture(live_server):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (20, 160, 40)).save(buffer, format="PNG")
+    picture = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    job_id = live_server.submit(prompt="a green field", steps=4, seed=9, init_image=picture, denoising_strength=0.5)
+    job = live_server.wait(job_id)
+    assert job["status"] == "succeeded", job
+    stored = job["request"]["init_image"]
+    assert "/" not in stored and (live_server.data_dir / "inputs" / stored).is_file()  # a name, never a path
+    assert parse_infotext(job["images"][0]["infotext"]).params["Denoising strength"] == "0.5"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
-import hashlib
 import io
 import json
 import time
@@ -18,9 +16,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from sdart.initimage import decode_base64_image
 from sdart.metadata import parse_infotext
 from sdart.models import ModelLoadError
 from sdart.request import GenerationRequest, RequestError
@@ -87,32 +86,11 @@ async def img2img(server: ServerDep, payload: Annotated[Any, Body()] = None) -> 
     images = payload.get("init_images")
     if not isinstance(images, list) or not images:
         raise FieldErrors.one(("body", "init_images"), images, "must be a list of base64-encoded images")
-    raw = _decode_image(images[0], ("body", "init_images", "0"))
-    path, created = await run_in_threadpool(_store_input, server, raw)
-    try:
-        request = to_request(payload, init_image=str(path))
-        job = await run_in_threadpool(submit, server, request, "a1111")
-    except FieldErrors:
-        if created:  # a refused request leaves nothing behind
-            path.unlink(missing_ok=True)
-        raise
-    return await _answer(server, payload, request, job)
-
-
-def _store_input(server: Server, raw: bytes) -> tuple[Path, bool]:
-    """The uploaded picture as PNG in the inputs folder, named by its hash (the same upload is stored once);
-    whether this call created the file."""
-    with Image.open(io.BytesIO(raw)) as image:
-        buffer = io.BytesIO()
-        ImageOps.exif_transpose(image).convert("RGB").save(buffer, format="PNG")
-    data = buffer.getvalue()
-    path = server.inputs_dir / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
-    if path.exists():
-        return path, False
-    partial = path.with_suffix(".part")
-    partial.write_bytes(data)
-    partial.replace(path)  # whole or absent: a job never reads half a picture
-    return path, True
+    first = images[0]
+    _decode_image(first, ("body", "init_images", "0"))  # refused here with A1111's field name
+    picture = first if isinstance(first, str) and first.startswith("data:") else f"data:image/png;base64,{first}"
+    request = to_request(payload, init_image=picture)
+    return await _answer(server, payload, request, await run_in_threadpool(submit, server, request, "a1111"))
 
 
 async def _answer(server: Server, payload: dict, request: GenerationRequest, job: Job) -> dict[str, Any]:
@@ -147,17 +125,10 @@ def _decode_image(value: Any, location: tuple[str, ...]) -> bytes:
     """The bytes of a base64 image (optionally a data: URL) whose header is an image's; FieldErrors otherwise."""
     if not isinstance(value, str) or not value:
         raise FieldErrors.one(location, value, "must be a base64-encoded image (optionally a data: URL)")
-    data = value.split(",", 1)[1] if value.startswith("data:") else value
     try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise FieldErrors.one(location, value, "is not valid base64") from None
-    try:
-        with Image.open(io.BytesIO(raw)):
-            pass
-    except (UnidentifiedImageError, OSError):
-        raise FieldErrors.one(location, value, "is base64 but not an image") from None
-    return raw
+        return decode_base64_image(value)
+    except ValueError as exc:
+        raise FieldErrors.one(location, value, str(exc)) from None
 
 
 def _b64_file(path: Path) -> str:

@@ -1,14 +1,20 @@
-"""Letting a request into the queue: the server's limits, the model name, and the queue length.
+"""Letting a request into the queue: the server's limits, the model name, the img2img picture, and the queue
+length.
 
 Both APIs and the web page submit through `submit`, so a limit is enforced in one place.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image, ImageOps
+
 from sdart.engine import Engine
+from sdart.initimage import decode_base64_image, is_data_url
 from sdart.request import GenerationRequest
 from sdart.server.catalog import ModelCatalog
 from sdart.server.errors import FieldErrors
@@ -59,13 +65,45 @@ def check_limits(request: GenerationRequest, settings: Settings) -> None:
 
 
 def submit(server: Server, request: GenerationRequest, source: str) -> Job:
-    """Check, queue and wake the worker; FieldErrors (422, or 429 when the queue is full) otherwise."""
+    """Check, queue and wake the worker; FieldErrors (422, or 429 when the queue is full) otherwise.
+
+    An img2img picture arrives as a data: URL and is queued as a stored file; a refused request leaves none behind.
+    """
     check_limits(request, server.settings)
-    if request.init_image is not None and Path(request.init_image).resolve().parent != server.inputs_dir.resolve():
-        # Clients never name files on the server; img2img pictures arrive as data (/sdapi/v1/img2img).
-        raise FieldErrors.one(("body", "init_image"), request.init_image,
-                              "the server reads no paths from clients; send the picture as base64 in "
-                              "`init_images` to /sdapi/v1/img2img")
+    stored = None
+    if request.init_image is not None:
+        if not is_data_url(request.init_image):  # clients never name files on the server
+            raise FieldErrors.one(("body", "init_image"), request.init_image,
+                                  "the server reads no paths from clients; send the picture itself as a base64 "
+                                  "data: URL (or as `init_images` to /sdapi/v1/img2img)")
+        path, created = store_upload(server.inputs_dir, decode_base64_image(request.init_image))
+        stored = path if created else None
+        request = request.replace(init_image=str(path))
+    try:
+        return _queue(server, request, source)
+    except FieldErrors:
+        if stored is not None:
+            stored.unlink(missing_ok=True)
+        raise
+
+
+def store_upload(folder: Path, raw: bytes) -> tuple[Path, bool]:
+    """An uploaded picture as PNG in `folder`, named by its content's hash (the same picture is stored once), and
+    whether this call created the file. Written whole or not at all: a job never reads half a picture."""
+    with Image.open(io.BytesIO(raw)) as image:
+        buffer = io.BytesIO()
+        ImageOps.exif_transpose(image).convert("RGB").save(buffer, format="PNG")
+    data = buffer.getvalue()
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if path.exists():
+        return path, False
+    partial = path.with_suffix(".part")
+    partial.write_bytes(data)
+    partial.replace(path)
+    return path, True
+
+
+def _queue(server: Server, request: GenerationRequest, source: str) -> Job:
     if request.model is not None:
         entry = server.catalog.find(request.model)
         if entry is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -45,7 +46,7 @@ def job_view(server: Server, job: Job) -> dict[str, Any]:
         "status": job.status,
         "position": server.store.position(job),
         "source": job.source,
-        "request": job.request.model_dump(),
+        "request": _shown_request(job.request),
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
@@ -62,6 +63,14 @@ def job_view(server: Server, job: Job) -> dict[str, Any]:
     }
 
 
+def _shown_request(request: GenerationRequest) -> dict[str, Any]:
+    """The request without server paths: an img2img picture is shown by its stored name."""
+    fields = request.model_dump()
+    if fields.get("init_image"):
+        fields["init_image"] = PurePath(fields["init_image"]).name
+    return fields
+
+
 def find_job(server: Server, job_id: str) -> Job:
     job = server.store.get(job_id)
     if job is None:
@@ -71,7 +80,8 @@ def find_job(server: Server, job_id: str) -> Job:
 
 @router.post("/jobs", status_code=202, summary="Queue a generation job")
 def create_job(request: GenerationRequest, server: ServerDep) -> dict[str, Any]:
-    """Fields as in the CLI and A1111 (`prompt`, `steps`, `cfg_scale`, `seed`, `sampler_name`, …).
+    """Fields as in the CLI and A1111 (`prompt`, `steps`, `cfg_scale`, `seed`, `sampler_name`, …); for img2img,
+    `init_image` as a base64 data: URL with `denoising_strength` and `resize_mode`.
     Answers at once with the job id; follow it with GET /jobs/{id} or its /events stream."""
     job = submit(server, request, "api")
     return {"id": job.id, "status": job.status, "position": server.store.position(job)}

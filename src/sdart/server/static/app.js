@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 const FIELDS = ["prompt", "negative_prompt", "sampler_name", "steps", "cfg_scale", "width", "height",
                 "batch_size", "n_iter", "seed"];
 const NUMBERS = new Set(["steps", "cfg_scale", "width", "height", "batch_size", "n_iter", "seed"]);
+const IMG2IMG_FIELDS = ["init_image", "denoising_strength"];  // sent only when a picture is chosen
 const PAGE = 24;
 
 let currentJob = null;    // id of the job this page is following
@@ -21,12 +22,22 @@ async function api(path, options = {}) {
 
 // --- form ------------------------------------------------------------------------------------------------
 
-function readForm() {
+async function readForm() {
   const request = {};
   for (const name of FIELDS) {
     const value = $(name).value.trim();
     if (value === "") continue;  // empty: the server's default (width/height: the model's own size)
     request[name] = NUMBERS.has(name) ? Number(value) : value;
+  }
+  const picture = $("init_image").files[0];
+  if (picture) {  // img2img: the picture travels as a data: URL; the server stores it
+    request.init_image = await new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(picture);
+    });
+    request.denoising_strength = Number($("denoising_strength").value);
   }
   return request;
 }
@@ -40,11 +51,11 @@ function fillForm(request) {
 }
 
 function showErrors(detail) {
-  for (const name of FIELDS) $(name).removeAttribute("aria-invalid");
+  for (const name of [...FIELDS, ...IMG2IMG_FIELDS]) $(name).removeAttribute("aria-invalid");
   if (!detail) { $("form-errors").textContent = ""; return; }
   const lines = (Array.isArray(detail) ? detail : [{ loc: [], msg: String(detail) }]).map((error) => {
     const field = error.loc[error.loc.length - 1];
-    if (FIELDS.includes(field)) $(field).setAttribute("aria-invalid", "true");
+    if (FIELDS.includes(field) || IMG2IMG_FIELDS.includes(field)) $(field).setAttribute("aria-invalid", "true");
     return error.loc.length > 1 ? `${field}: ${error.msg}` : error.msg;
   });
   $("form-errors").textContent = lines.join("\n");
@@ -55,7 +66,7 @@ async function generate(event) {
   if (!$("prompt").value.trim()) { showErrors([{ loc: ["body", "prompt"], msg: "write a prompt first" }]); return; }
   showErrors(null);
   $("generate").disabled = true;
-  const { ok, body } = await api("/api/v1/jobs", { method: "POST", body: JSON.stringify(readForm()) });
+  const { ok, body } = await api("/api/v1/jobs", { method: "POST", body: JSON.stringify(await readForm()) });
   if (!ok) { showErrors(body?.detail ?? "the server refused the request"); $("generate").disabled = false; return; }
   follow(body.id, body.position);
 }
