@@ -102,3 +102,12 @@ def test_cli_init_image_writes_the_strength_and_refuses_a_missing_file(red_circl
     weak = CliRunner().invoke(app, ["generate", "x", "--init-image", str(red_circle), "--strength", "0", *common])
     assert weak.exit_code == 2 and "denoising_strength = 0" in weak.stderr
     assert len(list(out.iterdir())) == 1  # nothing written by the refused runs
+
+
+def test_a_huge_picture_is_refused_before_it_is_decoded(tmp_path):
+    from sdart.request import GenerationRequest, RequestError
+
+    huge = tmp_path / "huge.png"
+    Image.new("1", (10_000, 6_000)).save(huge)  # 60 MP, a few kB on disk
+    with pytest.raises(RequestError, match=r"init_image = .*10000×6000 picture is over the 50 megapixel limit"):
+        GenerationRequest.parse(prompt="x", init_image=str(huge))

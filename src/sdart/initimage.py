@@ -15,6 +15,9 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# Larger pictures are refused before decoding: a small compressed file can hold a huge picture (a
+# "decompression bomb"), and the output is at most a few megapixels anyway.
+MAX_PIXELS = 50_000_000
 RESIZE_MODES = ("just resize", "crop and resize", "resize and fill", "just resize (latent upscale)")
 
 
@@ -57,12 +60,17 @@ def decode_base64_image(value: str) -> bytes:
 
 def _check_header(source: Path | io.BytesIO) -> None:
     try:
-        with Image.open(source):
-            pass
+        with Image.open(source) as image:
+            size = image.size
     except UnidentifiedImageError:
         raise ValueError("not a readable image (no image format recognised)") from None
+    except Image.DecompressionBombError:  # PIL refuses to open it at all: far over the limit below
+        raise ValueError(f"the picture is over the {MAX_PIXELS // 10**6} megapixel limit; scale it down first") from None
     except OSError as exc:
         raise ValueError(f"not a readable image ({exc})") from None
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ValueError(f"a {size[0]}×{size[1]} picture is over the {MAX_PIXELS // 10**6} megapixel limit; "
+                         "scale it down first")
 
 
 def _readable(source: str | Path) -> Path | io.BytesIO:
