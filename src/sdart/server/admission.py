@@ -67,9 +67,16 @@ def check_limits(request: GenerationRequest, settings: Settings) -> None:
 def submit(server: Server, request: GenerationRequest, source: str) -> Job:
     """Check, queue and wake the worker; FieldErrors (422, or 429 when the queue is full) otherwise.
 
-    An img2img picture arrives as a data: URL and is queued as a stored file; a refused request leaves none behind.
+    An img2img picture arrives as a data: URL and is queued as a stored file. Every check but the queue's length
+    comes before the picture is stored; a request refused for a full queue removes the file it created.
     """
     check_limits(request, server.settings)
+    if request.model is not None:
+        entry = server.catalog.find(request.model)
+        if entry is None:
+            raise FieldErrors.one(("body", "model"), request.model,
+                                  f"unknown model; this server has: {', '.join(server.catalog.names())}")
+        request = request.replace(model=entry.reference)
     stored = None
     if request.init_image is not None:
         if not is_data_url(request.init_image):  # clients never name files on the server
@@ -104,12 +111,6 @@ def store_upload(folder: Path, raw: bytes) -> tuple[Path, bool]:
 
 
 def _queue(server: Server, request: GenerationRequest, source: str) -> Job:
-    if request.model is not None:
-        entry = server.catalog.find(request.model)
-        if entry is None:
-            raise FieldErrors.one(("body", "model"), request.model,
-                                  f"unknown model; this server has: {', '.join(server.catalog.names())}")
-        request = request.replace(model=entry.reference)
     job = server.store.add(request, source, max_queued=server.settings.max_queue)
     if job is None:
         raise FieldErrors.one(("body",), None, f"the queue is full ({server.settings.max_queue} jobs waiting); "
