@@ -111,3 +111,32 @@ def test_a_huge_picture_is_refused_before_it_is_decoded(tmp_path):
     Image.new("1", (10_000, 6_000)).save(huge)  # 60 MP, a few kB on disk
     with pytest.raises(RequestError, match=r"init_image = .*10000×6000 picture is over the 50 megapixel limit"):
         GenerationRequest.parse(prompt="x", init_image=str(huge))
+
+
+def test_inpainting_redraws_under_the_mask_and_keeps_the_rest(shapes_engine, red_circle, tmp_path):
+    right_half = tmp_path / "right-half.png"
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (32, 0, 64, 64))
+    mask.save(right_half)
+    original = np.asarray(Image.open(red_circle), np.int32)
+
+    def inpaint(**options):
+        result = shapes_engine.generate(prompt="a green square on yellow", init_image=str(red_circle),
+                                        mask=str(right_half), denoising_strength=1.0, steps=20, seed=3,
+                                        progress=False, **options)
+        return result, np.asarray(result.images[0], np.int32)
+
+    result, out = inpaint()
+    # Away from the blurred edge (a Gaussian of radius 4: 4σ = 16 px), the kept half is the original to the pixel.
+    assert (out[:, :16] == original[:, :16]).all()
+    assert np.abs(out[:, 40:] - original[:, 40:]).mean() > 50
+    assert parse_infotext(result.infotexts[0]).params["Mask blur"] == "4"
+    # Inverted, the roles swap.
+    _, inverted = inpaint(inpainting_mask_invert=True, mask_blur=0)
+    assert (inverted[:, 32:] == original[:, 32:]).all() and np.abs(inverted[:, :32] - original[:, :32]).mean() > 50
+
+
+def test_cli_mask_needs_a_picture(tmp_path, red_circle):
+    result = CliRunner().invoke(app, ["generate", "x", "--mask", str(red_circle), "--model", "builtin:shapes",
+                                      "--device", "cpu", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "mask: inpainting needs the picture to paint into (init_image)" in result.stderr

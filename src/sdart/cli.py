@@ -124,6 +124,9 @@ def generate(
     init_image: Optional[Path] = typer.Option(None, "--init-image", "-i", help="img2img: start from this picture instead of noise (size: its aspect ratio at the model's size, unless -W/-H)."),
     denoising_strength: Optional[float] = typer.Option(None, "--denoising-strength", "--strength", help="img2img: how much of the picture to redraw, 0 < s ≤ 1 \\[default: 0.75]."),
     resize_mode: Optional[int] = typer.Option(None, "--resize-mode", help="img2img, when -W/-H differ from the picture: 0 stretch, 1 crop, 2 fit and fill (A1111's modes) \\[default: 0]."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Inpainting (with --init-image): redraw only where this picture is white."),
+    mask_blur: Optional[int] = typer.Option(None, "--mask-blur", help="Inpainting: soften the mask's edge by this many pixels \\[default: 4]."),
+    invert_mask: Optional[bool] = typer.Option(None, "--invert-mask/--no-invert-mask", help="Inpainting: redraw where the mask is black instead."),
     from_image: Optional[Path] = typer.Option(None, "--from", help="Re-run the parameters stored in this PNG; other options override them."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where PNGs go \\[default: outputs] \\[env: SDART_OUTPUT_DIR]."),
     device: o.Device = None,
@@ -161,7 +164,9 @@ def generate(
                      width=width, height=height, n_iter=n_iter, batch_size=batch_size, sampler_name=sampler_name,
                      scheduler=scheduler, clip_skip=clip_skip, model=model,
                      init_image=str(init_image) if init_image is not None else None,
-                     denoising_strength=denoising_strength, resize_mode=resize_mode)
+                     denoising_strength=denoising_strength, resize_mode=resize_mode,
+                     mask=str(mask) if mask is not None else None, mask_blur=mask_blur,
+                     inpainting_mask_invert=invert_mask)
         fields.update({k: v for k, v in given.items() if v is not None})
         if "prompt" not in fields:
             raise ValueError("prompt: missing; give a prompt (or --from IMAGE)")

@@ -22,7 +22,7 @@ from sdart.device import (
     SpeedOptions, apply_memory_mode, apply_speed, compile_unet, pick_device, pick_dtype, release_freed_memory,
     return_large_blocks_on_free,
 )
-from sdart.initimage import default_size, fit, open_init_image
+from sdart.initimage import default_size, fit, open_init_image, open_mask
 from sdart.lora import apply_loras, infotext_value, parse_lora
 from sdart.metadata import format_infotext
 from sdart.models import LoadedModel, WeightLayout, load, load_vae, resolve
@@ -190,7 +190,7 @@ class Engine:
         elif self.speed.compile:
             compile_unet(pipe, self.speed, self.device)  # after offload hooks, around the final module
         self.model = loaded
-        self._img2img = None  # built from this pipeline on first use (_img2img_pipeline)
+        self._twins: dict[str, Any] = {}  # img2img / inpainting pipelines built from this one (_twin)
         release_freed_memory()  # conversion buffers of the load
         self.load_s = time.perf_counter() - started
         log.info("loaded %s (%s) on %s in %s in %.1f s", reference, loaded.family, self.device, self.dtype, self.load_s)
@@ -267,10 +267,15 @@ class Engine:
         # 2. Resolve size and seed (a no-op for a resolved request); image i of the run uses seed + i.
         request = self.resolve_request(request)
         is_cancelled = _cancel_check(cancel)
-        pipe = self._img2img_pipeline() if request.init_image else self.model.pipeline
-        init = None
+        pipe = self.model.pipeline
+        init = mask = None
         if request.init_image:
             init = fit(open_init_image(request.init_image), request.width, request.height, request.resize_mode)
+            pipe = self._twin("img2img")
+        if request.mask:
+            mask = open_mask(request.mask, request.width, request.height, request.resize_mode, request.mask_blur,
+                             request.inpainting_mask_invert)
+            pipe = self._twin("inpaint")
         started = time.perf_counter()
         with self._lock:
             # 3. Sampler: the model's training schedule, stepped the way the A1111 name says.
@@ -280,19 +285,21 @@ class Engine:
                 if is_cancelled():
                     raise GenerationCancelled()
                 seeds = [request.seed + iteration * request.batch_size + j for j in range(request.batch_size)]
-                yield self._run_batch(pipe, request, iteration, seeds, started, on_step, is_cancelled, init)
+                yield self._run_batch(pipe, request, iteration, seeds, started, on_step, is_cancelled, init, mask)
 
-    def _img2img_pipeline(self):
-        """The loaded pipeline's img2img twin: the same components (and so the same speed settings, LoRAs and
-        memory), only the denoising loop differs."""
-        if self._img2img is None:
-            from diffusers import AutoPipelineForImage2Image
+    def _twin(self, task: str):
+        """The loaded pipeline's img2img or inpainting twin: the same components (and so the same speed settings,
+        LoRAs and memory), only the denoising loop differs."""
+        if task not in self._twins:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
-            self._img2img = AutoPipelineForImage2Image.from_pipe(self.model.pipeline)
-            self._img2img.set_progress_bar_config(disable=True)
-        return self._img2img
+            kind = AutoPipelineForInpainting if task == "inpaint" else AutoPipelineForImage2Image
+            self._twins[task] = kind.from_pipe(self.model.pipeline)
+            self._twins[task].set_progress_bar_config(disable=True)
+        return self._twins[task]
 
-    def _run_batch(self, pipe, request, iteration, seeds, started, on_step, is_cancelled, init=None) -> Batch:
+    def _run_batch(self, pipe, request, iteration, seeds, started, on_step, is_cancelled, init=None,
+                   mask=None) -> Batch:
         # 4. One generator per image so that each image depends only on its own seed, on any batch size;
         #    drawn on the CPU by default so that a seed gives the same image on CPU and GPU.
         rng_device = "cpu" if self.settings.rng == "cpu" else self.device
@@ -325,6 +332,8 @@ class Engine:
         # (1 - denoising_strength) of the steps, as A1111 does.
         start = (dict(width=request.width, height=request.height) if init is None
                  else dict(image=[init] * len(seeds), strength=request.denoising_strength))
+        if mask is not None:  # inpainting: the same, redrawn only under the mask
+            start.update(mask_image=[mask] * len(seeds), width=request.width, height=request.height)
         output = pipe(
             prompt=[request.prompt] * len(seeds),
             negative_prompt=[request.negative_prompt] * len(seeds) if request.negative_prompt else None,
@@ -338,6 +347,8 @@ class Engine:
         )
         finished = time.perf_counter()
         images = list(output.images)
+        if mask is not None:  # as A1111: the picture stays as it was outside the (blurred) mask
+            images = [Image.composite(image, init, mask) for image in images]
         # 6. Safety check (opt-in): flag, don't blacken.
         nsfw = self._check_safety(images) if self.safety_checker else None
         # 7. Metadata.
@@ -368,6 +379,7 @@ class Engine:
             clip_skip=request.clip_skip,
             extra={"VAE": self.settings.vae and Path(self.settings.vae).name, "Lora": infotext_value(self.loras),
                    "Denoising strength": request.denoising_strength if request.init_image else None,
+                   "Mask blur": request.mask_blur if request.mask else None,
                    **self._approximations()},
             batch_size=batch_size,
             batch_pos=batch_pos,

@@ -1,5 +1,5 @@
-"""img2img's starting picture: read from a file (or a base64 data: URL), turned upright, and fitted to the
-output size as A1111 does.
+"""img2img's starting picture and inpainting's mask: read from a file (or a base64 data: URL), turned upright,
+and fitted to the output size as A1111 does.
 
 A1111's `resize_mode`: 0 "Just resize" (stretch to the size), 1 "Crop and resize" (fill the size, centre crop),
 2 "Resize and fill" (fit inside; the borders get the picture stretched to the full size behind it), 3 "Just
@@ -13,7 +13,7 @@ import binascii
 import io
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 # Larger pictures are refused before decoding: a small compressed file can hold a huge picture (a
 # "decompression bomb"), and the output is at most a few megapixels anyway.
@@ -80,6 +80,15 @@ def _readable(source: str | Path) -> Path | io.BytesIO:
     if not path.is_file():
         raise ValueError("no such file")
     return path
+
+
+def open_mask(source: str | Path, width: int, height: int, mode: int, blur: int, invert: bool) -> Image.Image:
+    """The inpainting mask as a width×height greyscale picture (255 = redraw), fitted like the picture it goes
+    with, inverted if asked, its edge blurred by `blur` pixels (A1111's "mask blur")."""
+    mask = fit(open_init_image(source), width, height, mode).convert("L")
+    if invert:
+        mask = ImageOps.invert(mask)
+    return mask.filter(ImageFilter.GaussianBlur(blur)) if blur else mask
 
 
 def default_size(image_size: tuple[int, int], native: int) -> tuple[int, int]:

@@ -65,8 +65,13 @@ class GenerationRequest(BaseModel):
     init_image: str | None = None
     denoising_strength: float = Field(0.75, gt=0.0, le=1.0, allow_inf_nan=False)  # 1: the picture is only a layout
     resize_mode: int = Field(0, ge=0, le=3)  # A1111's: 0 just resize, 1 crop and resize, 2 resize and fill
+    # Inpainting: redraw only where this picture is white (A1111's convention; a path or data: URL like
+    # init_image, which it needs), its edge softened by mask_blur pixels; inverted, only where it is black.
+    mask: str | None = None
+    mask_blur: int = Field(4, ge=0, le=64)
+    inpainting_mask_invert: bool = False
 
-    @field_validator("init_image")
+    @field_validator("init_image", "mask")
     @classmethod
     def _readable_image(cls, value: str | None, info: ValidationInfo) -> str | None:
         # A stored request (a job's history) stays readable after its picture is gone; running it checks again.
@@ -99,6 +104,12 @@ class GenerationRequest(BaseModel):
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
         return value
+
+    @model_validator(mode="after")
+    def _mask_needs_a_picture(self) -> GenerationRequest:
+        if self.mask is not None and self.init_image is None:
+            raise ValueError("mask: inpainting needs the picture to paint into (init_image)")
+        return self
 
     @model_validator(mode="after")
     def _schedule_fits_sampler(self) -> GenerationRequest:

@@ -145,3 +145,17 @@ def test_native_api_reads_no_server_paths(live_server, tmp_path):
     assert response.status_code == 422, response.text
     detail = response.json()["detail"][0]
     assert detail["loc"][-1] == "init_image" and "/sdapi/v1/img2img" in detail["msg"]
+
+
+def test_webuiapi_inpainting_keeps_the_picture_outside_the_mask(api):
+    picture = Image.new("RGB", (64, 64), (200, 30, 30))
+    picture.paste((30, 70, 230), (0, 0, 64, 20))  # two colours, so "kept" is not just one flat colour
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (32, 0, 64, 64))  # redraw the right half
+    result = api.img2img(images=[picture], mask_image=mask, prompt="a blue door", seed=5, width=64, height=64,
+                         steps=4, denoising_strength=1.0, mask_blur=4)
+    out = result.images[0].convert("RGB")
+    assert [out.getpixel((x, y)) for x in (2, 12) for y in (5, 40)] == [picture.getpixel((x, y)) for x in (2, 12)
+                                                                        for y in (5, 40)]
+    assert parse_infotext(result.info["infotexts"][0]).params["Mask blur"] == "4"
+    assert "mask" not in result.parameters  # uploads are not echoed back

@@ -42,11 +42,12 @@ A1111_DEFAULTS: dict[str, Any] = {"prompt": "", "negative_prompt": "", "steps": 
 OVERRIDES = {"CLIP_stop_at_last_layers": "clip_skip", "sd_model_checkpoint": "model"}
 
 
-# StableDiffusionImg2ImgProcessingAPI's own fields, on top of txt2img's.
-IMG2IMG_DEFAULTS: dict[str, Any] = {"denoising_strength": 0.75, "resize_mode": 0}
+# StableDiffusionImg2ImgProcessingAPI's own fields, on top of txt2img's (inpainting: mask_blur, invert).
+IMG2IMG_DEFAULTS: dict[str, Any] = {"denoising_strength": 0.75, "resize_mode": 0, "mask_blur": 4,
+                                    "inpainting_mask_invert": 0}
 
 
-def to_request(payload: Any, *, init_image: str | None = None) -> GenerationRequest:
+def to_request(payload: Any, *, init_image: str | None = None, mask: str | None = None) -> GenerationRequest:
     """An A1111 txt2img (or, with `init_image`, img2img) payload → GenerationRequest; FieldErrors name the A1111
     field that is wrong."""
     if not isinstance(payload, dict):
@@ -63,6 +64,8 @@ def to_request(payload: Any, *, init_image: str | None = None) -> GenerationRequ
             fields[name] = overrides[key]
     if init_image:
         fields["init_image"] = init_image
+    if mask:
+        fields["mask"] = mask
     try:
         return GenerationRequest.parse({**defaults, **fields})
     except RequestError as exc:
@@ -78,18 +81,16 @@ async def txt2img(server: ServerDep, payload: Annotated[Any, Body()] = None) -> 
 @router.post("/img2img", summary="A1111 img2img: redraw init_images[0] after the prompt; answers when done")
 async def img2img(server: ServerDep, payload: Annotated[Any, Body()] = None) -> dict[str, Any]:
     """`init_images` (base64, the first is used for every image), `denoising_strength` (0.75), `resize_mode`
-    (0 just resize, 1 crop and resize, 2 resize and fill) and txt2img's fields. Inpainting (`mask`) is refused."""
+    (0 just resize, 1 crop and resize, 2 resize and fill) and txt2img's fields; inpainting with `mask` (white =
+    redraw), `mask_blur` (4) and `inpainting_mask_invert`. The other inpainting options keep A1111's defaults."""
     if not isinstance(payload, dict):
         raise FieldErrors.one(("body",), payload, "must be a JSON object of img2img fields")
-    if payload.get("mask"):
-        raise FieldErrors.one(("body", "mask"), "<image>", "inpainting is not supported; send no mask")
     images = payload.get("init_images")
     if not isinstance(images, list) or not images:
         raise FieldErrors.one(("body", "init_images"), images, "must be a list of base64-encoded images")
-    first = images[0]
-    _decode_image(first, ("body", "init_images", "0"))  # refused here with A1111's field name
-    picture = first if isinstance(first, str) and first.startswith("data:") else f"data:image/png;base64,{first}"
-    request = to_request(payload, init_image=picture)
+    picture = _data_url(images[0], ("body", "init_images", "0"))
+    mask = _data_url(payload["mask"], ("body", "mask")) if payload.get("mask") else None
+    request = to_request(payload, init_image=picture, mask=mask)
     return await _answer(server, payload, request, await run_in_threadpool(submit, server, request, "a1111"))
 
 
@@ -111,14 +112,21 @@ async def _answer(server: Server, payload: dict, request: GenerationRequest, job
     send_images = payload.get("send_images", True) is not False
     images = [await run_in_threadpool(_b64_file, server.images_dir / r.filename) for r in records] if send_images else []
     # A1111 echoes the payload, init images only when asked; the server's own file path is never shown.
-    echoed = {k: v for k, v in payload.items() if k != "init_images" or payload.get("include_init_images")}
-    return {"images": images, "parameters": {**echoed, **request.model_dump(exclude={"model", "init_image"})},
+    echoed = {k: v for k, v in payload.items()
+              if k not in ("init_images", "mask") or payload.get("include_init_images")}
+    return {"images": images, "parameters": {**echoed, **request.model_dump(exclude={"model", "init_image", "mask"})},
             "info": json.dumps(_info(server, job.request, records, job.status == "cancelled"))}
 
 
 async def _until_done(queue: asyncio.Queue) -> None:
     while (await queue.get())["event"] != "done":
         pass
+
+
+def _data_url(value: Any, location: tuple[str, ...]) -> str:
+    """An A1111 base64 picture as a data: URL (refused here, with A1111's field name, if it is not a picture)."""
+    _decode_image(value, location)
+    return value if value.startswith("data:") else f"data:image/png;base64,{value}"
 
 
 def _decode_image(value: Any, location: tuple[str, ...]) -> bytes:

@@ -67,8 +67,8 @@ def check_limits(request: GenerationRequest, settings: Settings) -> None:
 def submit(server: Server, request: GenerationRequest, source: str) -> Job:
     """Check, queue and wake the worker; FieldErrors (422, or 429 when the queue is full) otherwise.
 
-    An img2img picture arrives as a data: URL and is queued as a stored file. Every check but the queue's length
-    comes before the picture is stored; a request refused for a full queue removes the file it created.
+    An img2img picture (and inpainting mask) arrives as a data: URL and is queued as a stored file. Every check but
+    the queue's length comes before a picture is stored; a request refused for a full queue removes what it created.
     """
     check_limits(request, server.settings)
     if request.model is not None:
@@ -77,20 +77,21 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
             raise FieldErrors.one(("body", "model"), request.model,
                                   f"unknown model; this server has: {', '.join(server.catalog.names())}")
         request = request.replace(model=entry.reference)
-    stored = None
-    if request.init_image is not None:
-        if not is_data_url(request.init_image):  # clients never name files on the server
-            raise FieldErrors.one(("body", "init_image"), request.init_image,
-                                  "the server reads no paths from clients; send the picture itself as a base64 "
-                                  "data: URL (or as `init_images` to /sdapi/v1/img2img)")
-        path, created = store_upload(server.inputs_dir, decode_base64_image(request.init_image))
-        stored = path if created else None
-        request = request.replace(init_image=str(path))
+    pictures = {name: getattr(request, name) for name in ("init_image", "mask") if getattr(request, name)}
+    for name, value in pictures.items():
+        if not is_data_url(value):  # clients never name files on the server
+            raise FieldErrors.one(("body", name), value, "the server reads no paths from clients; send the picture "
+                                  "itself as a base64 data: URL (or to /sdapi/v1/img2img)")
+    created: list[Path] = []
     try:
+        for name, value in pictures.items():
+            path, new = store_upload(server.inputs_dir, decode_base64_image(value))
+            created += [path] if new else []
+            request = request.replace(**{name: str(path)})
         return _queue(server, request, source)
     except FieldErrors:
-        if stored is not None:
-            stored.unlink(missing_ok=True)
+        for path in created:
+            path.unlink(missing_ok=True)
         raise
 
 

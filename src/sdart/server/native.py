@@ -64,10 +64,11 @@ def job_view(server: Server, job: Job) -> dict[str, Any]:
 
 
 def _shown_request(request: GenerationRequest) -> dict[str, Any]:
-    """The request without server paths: an img2img picture is shown by its stored name."""
+    """The request without server paths: an img2img picture or mask is shown by its stored name."""
     fields = request.model_dump()
-    if fields.get("init_image"):
-        fields["init_image"] = PurePath(fields["init_image"]).name
+    for name in ("init_image", "mask"):
+        if fields.get(name):
+            fields[name] = PurePath(fields[name]).name
     return fields
 
 
