@@ -3,7 +3,6 @@ pipelines; every front end (CLI, Python, server, batch) goes through it."""
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import random
@@ -26,6 +25,7 @@ from sdart.initimage import default_size, fit, open_init_image, open_mask
 from sdart.lora import apply_loras, infotext_value, parse_lora
 from sdart.metadata import format_infotext
 from sdart.models import LoadedModel, WeightLayout, load, load_vae, resolve
+from sdart.output import png_bytes, save_image
 from sdart.request import MAX_SEED, GenerationRequest
 from sdart.samplers import find_sampler, make_scheduler
 from sdart.settings import Settings, load_settings
@@ -85,8 +85,6 @@ class GenerationResult:
 
     def save(self, directory: str | Path | None = None) -> list[Path]:
         """Write the images as PNGs with their `parameters` chunk; existing files are never overwritten."""
-        from sdart.output import save_image
-
         return [save_image(image, text, seed, directory or "outputs") for image, text, seed in
                 zip(self.images, self.infotexts, self.seeds)]
 
@@ -105,9 +103,7 @@ class GenerationResult:
     def _repr_png_(self) -> bytes | None:  # Jupyter shows the result inline
         if not self.images:
             return None
-        buffer = io.BytesIO()
-        self.grid().save(buffer, format="PNG")
-        return buffer.getvalue()
+        return png_bytes(self.grid())
 
 
 StepCallback = Callable[[StepProgress], None]

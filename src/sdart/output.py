@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -35,6 +36,13 @@ def ensure_writable_dir(directory: str | Path) -> Path:
 def next_number(directory: Path) -> int:
     numbers = [int(m.group(1)) for p in directory.iterdir() if (m := _NUMBERED.match(p.name))]
     return max(numbers, default=0) + 1
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """`image` encoded as PNG, in memory (previews, API answers, Jupyter)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _write_temp_png(image: Image.Image, infotext: str | None, folder: Path) -> str:

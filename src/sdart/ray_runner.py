@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdart.batch import Executor, Task, generate_task
+from sdart.output import png_bytes
 
 if TYPE_CHECKING:
     from sdart.settings import Settings
@@ -168,12 +169,6 @@ def ray_executor(settings: Settings, folder: Path, *, workers: int = 1, gpus_per
 # --- serve: the model deployment -----------------------------------------------------------------------------
 
 
-def _png_bytes(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 class ModelReplicaImpl:
     """One Engine in a Serve replica. `stream` yields ("step", …) and ("batch", …) events for one request."""
 
@@ -220,7 +215,7 @@ class ModelReplicaImpl:
                 else:
                     yield {"kind": "batch", "iteration": item.iteration, "seeds": item.seeds,
                            "infotexts": item.infotexts, "nsfw": item.nsfw, "timings": item.timings,
-                           "images": [_png_bytes(image) for image in item.images]}
+                           "images": [png_bytes(image) for image in item.images]}
         finally:
             cancel.set()
 

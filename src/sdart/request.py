@@ -18,6 +18,8 @@ from sdart.samplers import DEFAULT_SAMPLER, effective_schedule, find_sampler, fi
 MAX_SEED = 2**32 - 1  # A1111 and most UIs treat seeds as unsigned 32-bit integers.
 MAX_SIDE = 4096
 MAX_STEPS = 500
+# Fields that name a picture (a file path or a data: URL): the server stores them itself and never shows paths.
+PICTURE_FIELDS = ("init_image", "mask")
 
 
 class RequestError(ValueError):
@@ -71,7 +73,7 @@ class GenerationRequest(BaseModel):
     mask_blur: int = Field(4, ge=0, le=64)
     inpainting_mask_invert: bool = False
 
-    @field_validator("init_image", "mask")
+    @field_validator(*PICTURE_FIELDS)
     @classmethod
     def _readable_image(cls, value: str | None, info: ValidationInfo) -> str | None:
         # A stored request (a job's history) stays readable after its picture is gone; running it checks again.

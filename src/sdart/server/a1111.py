@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from sdart.initimage import decode_base64_image
 from sdart.metadata import parse_infotext
 from sdart.models import ModelLoadError
-from sdart.request import GenerationRequest, RequestError
+from sdart.request import PICTURE_FIELDS, GenerationRequest, RequestError
 from sdart.samplers import SAMPLERS, SCHEDULE_TYPES
 from sdart.server.admission import Server, submit
 from sdart.server.catalog import title
@@ -114,7 +114,7 @@ async def _answer(server: Server, payload: dict, request: GenerationRequest, job
     # A1111 echoes the payload, init images only when asked; the server's own file path is never shown.
     echoed = {k: v for k, v in payload.items()
               if k not in ("init_images", "mask") or payload.get("include_init_images")}
-    return {"images": images, "parameters": {**echoed, **request.model_dump(exclude={"model", "init_image", "mask"})},
+    return {"images": images, "parameters": {**echoed, **request.model_dump(exclude={"model", *PICTURE_FIELDS})},
             "info": json.dumps(_info(server, job.request, records, job.status == "cancelled"))}
 
 

@@ -7,15 +7,13 @@ Both APIs and the web page submit through `submit`, so a limit is enforced in on
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
 from sdart.engine import Engine
-from sdart.initimage import decode_base64_image, is_data_url
-from sdart.request import GenerationRequest
+from sdart.initimage import is_data_url, open_init_image
+from sdart.output import save_image_as
+from sdart.request import PICTURE_FIELDS, GenerationRequest
 from sdart.server.catalog import ModelCatalog
 from sdart.server.errors import FieldErrors
 from sdart.server.events import EventHub
@@ -77,7 +75,7 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
             raise FieldErrors.one(("body", "model"), request.model,
                                   f"unknown model; this server has: {', '.join(server.catalog.names())}")
         request = request.replace(model=entry.reference)
-    pictures = {name: getattr(request, name) for name in ("init_image", "mask") if getattr(request, name)}
+    pictures = {name: getattr(request, name) for name in PICTURE_FIELDS if getattr(request, name)}
     for name, value in pictures.items():
         if not is_data_url(value):  # clients never name files on the server
             raise FieldErrors.one(("body", name), value, "the server reads no paths from clients; send the picture "
@@ -85,7 +83,7 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
     created: list[Path] = []
     try:
         for name, value in pictures.items():
-            path, new = store_upload(server.inputs_dir, decode_base64_image(value))
+            path, new = store_upload(server.inputs_dir, value)
             created += [path] if new else []
             request = request.replace(**{name: str(path)})
         return _queue(server, request, source)
@@ -95,20 +93,16 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
         raise
 
 
-def store_upload(folder: Path, raw: bytes) -> tuple[Path, bool]:
-    """An uploaded picture as PNG in `folder`, named by its content's hash (the same picture is stored once), and
-    whether this call created the file. Written whole or not at all: a job never reads half a picture."""
-    with Image.open(io.BytesIO(raw)) as image:
-        buffer = io.BytesIO()
-        ImageOps.exif_transpose(image).convert("RGB").save(buffer, format="PNG")
-    data = buffer.getvalue()
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+def store_upload(folder: Path, data_url: str) -> tuple[Path, bool]:
+    """An uploaded picture (a base64 data: URL) as PNG in `folder`, upright RGB as a job reads it, named by a hash
+    of its pixels (the same picture is stored once); and whether this call created the file. Written like every
+    image (output.save_image_as): whole or not at all."""
+    picture = open_init_image(data_url)
+    digest = hashlib.sha256(repr(picture.size).encode() + picture.tobytes()).hexdigest()[:32]
+    path = folder / f"{digest}.png"
     if path.exists():
         return path, False
-    partial = path.with_suffix(".part")
-    partial.write_bytes(data)
-    partial.replace(path)
-    return path, True
+    return save_image_as(picture, None, path), True
 
 
 def _queue(server: Server, request: GenerationRequest, source: str) -> Job:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from sdart import __version__
-from sdart.request import GenerationRequest
+from sdart.request import PICTURE_FIELDS, GenerationRequest
 from sdart.samplers import SAMPLERS, SCHEDULE_TYPES
 from sdart.server.admission import Server, submit
 from sdart.server.errors import FieldErrors
@@ -66,7 +66,7 @@ def job_view(server: Server, job: Job) -> dict[str, Any]:
 def _shown_request(request: GenerationRequest) -> dict[str, Any]:
     """The request without server paths: an img2img picture or mask is shown by its stored name."""
     fields = request.model_dump()
-    for name in ("init_image", "mask"):
+    for name in PICTURE_FIELDS:
         if fields.get(name):
             fields[name] = PurePath(fields[name]).name
     return fields

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from sdart.engine import Engine, GenerationCancelled, StepProgress
 from sdart.models import ModelLoadError
-from sdart.output import save_image
+from sdart.output import png_bytes, save_image
 from sdart.request import RequestError
 from sdart.server.events import EventHub
 from sdart.server.store import Job, JobStore
@@ -84,19 +84,13 @@ class Worker:
     def preview_png(self, job_id: str) -> bytes | None:
         """The running job's live preview (sdart.preview) as PNG bytes, at latent size; None before its first
         step, after it ends, or for a model family without preview factors."""
-        import io
-
         from sdart.preview import latent_preview
 
         latest = self._latest_latents
         if latest is None or latest[0] != job_id or latest[1] is None:
             return None
         image = latent_preview(latest[1], self.engine.model.family)
-        if image is None:
-            return None
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
+        return png_bytes(image) if image is not None else None
 
     def alive(self) -> bool:
         return self._thread.is_alive()
