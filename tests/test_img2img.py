@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdart.cli import app
-from sdart.initimage import default_size, fit
+from sdart.initimage import default_size, fit, open_init_image, picture_size
 from sdart.metadata import parse_infotext, read_infotext
 from training.shapes_data import check_image, draw
 
@@ -140,3 +140,20 @@ def test_cli_mask_needs_a_picture(tmp_path, red_circle):
     result = CliRunner().invoke(app, ["generate", "x", "--mask", str(red_circle), "--model", "builtin:shapes",
                                       "--device", "cpu", "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "mask: inpainting needs the picture to paint into (init_image)" in result.stderr
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_header_size_is_the_upright_size(tmp_path, orientation):
+    """The size read from the header (for the default output size) is the size of the picture as decoded and
+    turned upright by its EXIF orientation; a data: URL reads the same as its file."""
+    import base64
+
+    path = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(path, exif=exif)
+    upright = open_init_image(str(path)).size
+    assert upright == ((64, 96) if orientation in (6, 8) else (96, 64))
+    assert picture_size(str(path)) == upright
+    data_url = "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()
+    assert picture_size(data_url) == upright and open_init_image(data_url).size == upright

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -112,6 +113,7 @@ def return_large_blocks_on_free(threshold: int = LOW_MEMORY_MMAP_THRESHOLD) -> N
         libc.mallopt(M_MMAP_THRESHOLD, threshold)
 
 
+@functools.cache  # looked up once: the engine trims after every step in --memory low
 def _glibc():
     import ctypes
 

@@ -21,7 +21,7 @@ from sdart.device import (
     SpeedOptions, apply_memory_mode, apply_speed, compile_unet, pick_device, pick_dtype, release_freed_memory,
     return_large_blocks_on_free,
 )
-from sdart.initimage import default_size, fit, open_init_image, open_mask
+from sdart.initimage import default_size, fit, open_init_image, open_mask, picture_size
 from sdart.lora import apply_loras, infotext_value, parse_lora
 from sdart.metadata import format_infotext
 from sdart.models import LoadedModel, WeightLayout, load, load_vae, resolve
@@ -203,7 +203,7 @@ class Engine:
         seed = request.seed if request.seed >= 0 else random.SystemRandom().randrange(0, MAX_SEED - request.images_total)
         width, height = size, size
         if request.init_image and not (request.width and request.height):  # img2img: the picture's aspect ratio
-            width, height = default_size(open_init_image(request.init_image).size, size)
+            width, height = default_size(picture_size(request.init_image), size)
         return request.replace(width=request.width or width, height=request.height or height, seed=seed)
 
     def generate(

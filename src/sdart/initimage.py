@@ -13,20 +13,20 @@ import binascii
 import io
 from pathlib import Path
 
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 # Larger pictures are refused before decoding: a small compressed file can hold a huge picture (a
 # "decompression bomb"), and the output is at most a few megapixels anyway.
 MAX_PIXELS = 50_000_000
-RESIZE_MODES = ("just resize", "crop and resize", "resize and fill", "just resize (latent upscale)")
 
 
 def open_init_image(source: str | Path) -> Image.Image:
     """The picture (a file path or a base64 data: URL) as upright RGB, EXIF orientation applied. ValueError says
     what is wrong."""
-    check_init_image(source)
+    readable = _readable(source)  # a data: URL is decoded once
+    _check_header(readable)
     try:
-        with Image.open(_readable(source)) as image:
+        with Image.open(readable) as image:
             image.load()
             return ImageOps.exif_transpose(image).convert("RGB")
     except OSError as exc:  # a header that reads but pixels that don't: truncated, corrupt
@@ -37,6 +37,14 @@ def check_init_image(source: str | Path) -> None:
     """Cheap check for request validation: the file exists (or the data: URL decodes) and its header is an
     image's; pixels are not decoded."""
     _check_header(_readable(source))
+
+
+def picture_size(source: str | Path) -> tuple[int, int]:
+    """(width, height) of the picture as it will be used, upright, read from its header: no pixels decoded."""
+    with Image.open(_readable(source)) as image:
+        width, height = image.size
+        turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # a quarter turn swaps the sides
+    return (height, width) if turned else (width, height)
 
 
 def is_data_url(source: str | Path) -> bool:
@@ -59,6 +67,7 @@ def decode_base64_image(value: str) -> bytes:
 
 
 def _check_header(source: Path | io.BytesIO) -> None:
+    """Raises ValueError unless `source` opens as a picture within MAX_PIXELS; leaves a BytesIO at its start."""
     try:
         with Image.open(source) as image:
             size = image.size
@@ -68,6 +77,9 @@ def _check_header(source: Path | io.BytesIO) -> None:
         raise ValueError(f"the picture is over the {MAX_PIXELS // 10**6} megapixel limit; scale it down first") from None
     except OSError as exc:
         raise ValueError(f"not a readable image ({exc})") from None
+    finally:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
     if size[0] * size[1] > MAX_PIXELS:
         raise ValueError(f"a {size[0]}×{size[1]} picture is over the {MAX_PIXELS // 10**6} megapixel limit; "
                          "scale it down first")

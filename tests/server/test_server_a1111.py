@@ -124,6 +124,10 @@ def test_webuiapi_img2img_redraws_the_picture_and_stores_it_once(api, live_serve
                         denoising_strength=0.5)
     assert list(again.images[0].getdata()) == list(result.images[0].getdata())  # same seed, same picture
     assert len(list((live_server.data_dir / "inputs").glob("*.png"))) == 1
+    # The picture is what the run starts from: another picture, same everything else, gives another result.
+    other = api.img2img(images=[Image.new("RGB", (96, 64), (30, 70, 230))], prompt="a red field", seed=11, width=64,
+                        height=64, steps=10, denoising_strength=0.5)
+    assert list(other.images[0].getdata()) != list(result.images[0].getdata())
 
 
 def test_img2img_refusal_leaves_no_stored_input(live_server):
