@@ -144,7 +144,7 @@ def machine(device: str) -> dict[str, str]:
                 break
     except OSError:
         pass
-    from sdart.device import cpu_flags
+    from sdart.speed.device import cpu_flags
 
     flags = sorted(cpu_flags() & {"avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx2"})
     info = {

@@ -50,8 +50,14 @@ def _init_device(device: str | torch.device):
 def build_pipeline(kind: str = "sd15", *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                    seed: int = 0):
     """A full-size pipeline with random weights: kind "sd15" (StableDiffusionPipeline) or "sdxl"."""
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
 
     torch.manual_seed(seed)
     with _init_device(device):

@@ -179,7 +179,7 @@ def sdxl(bench: Bench) -> None:
     """SDXL base architecture at 1024², 30 Euler steps: plain diffusers fp16 (VAE upcast to fp32 to decode) vs
     sdart's speed settings with the VAE decoding in fp16 (an fp16-safe VAE such as sdxl-vae-fp16-fix) and tiled."""
     from random_models import build_pipeline
-    from sdart.device import SpeedOptions, apply_speed
+    from sdart.speed.options import SpeedOptions, apply_speed
 
     size, steps = (1024, 30) if not bench.args.quick else (None, 2)
     kind = "sdxl"

@@ -22,8 +22,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 import torch  # noqa: E402
 
 from measure import load_average  # noqa: E402
-from sdart.stepcache import _shallow_forward  # noqa: E402
-
+from sdart.speed.stepcache import _shallow_forward  # noqa: E402
 
 TOKEN_DOWNSAMPLING = "bf16 channels_last + fused QKV + token downsampling 2 (changes the image)"
 COMPILED = "bf16 channels_last + fused QKV, torch.compile (sdart --compile: Inductor, frozen weights)"
@@ -33,8 +32,8 @@ COMPILED_DOWNSAMPLED = "the same compiled, + token downsampling 2 (changes the i
 def variants(folder: Path, compile: bool = False) -> dict[str, torch.nn.Module]:
     from diffusers import UNet2DConditionModel
 
-    from sdart.quant import quantize_int8
-    from sdart.tokendownsampling import enable_token_downsampling
+    from sdart.speed.quant import quantize_int8
+    from sdart.speed.tokendownsampling import enable_token_downsampling
 
     fp32 = UNet2DConditionModel.from_pretrained(folder / "unet", variant="fp16", dtype=torch.float32).eval()
     plain = UNet2DConditionModel.from_pretrained(folder / "unet", variant="fp16", dtype=torch.bfloat16).eval()
@@ -49,7 +48,8 @@ def variants(folder: Path, compile: bool = False) -> dict[str, torch.nn.Module]:
     if compile:  # through sdart's own compile step, so that this times what `--compile` does
         from types import SimpleNamespace
 
-        from sdart.device import SpeedOptions, compile_unet
+        from sdart.speed.compile import compile_unet
+        from sdart.speed.options import SpeedOptions
 
         for name, model in ((COMPILED, fast), (COMPILED_DOWNSAMPLED, downsampled)):
             holder = SimpleNamespace(unet=copy.deepcopy(model))

@@ -16,20 +16,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from sdart.batch import (
-    MANIFEST,
-    BatchDir,
-    BatchDirBusy,
-    Task,
-    generate_task,
-    parse_seeds,
-    plan_batch,
-    read_manifest,
-    run_batch,
-    verify_png,
-)
-from sdart.cli import app
-from sdart.metadata import parse_infotext, read_infotext
+from sdart.batch.manifest import BatchDir, BatchDirBusy, read_manifest, verify_png
+from sdart.batch.plan import MANIFEST, Task, parse_seeds, plan_batch
+from sdart.batch.run import generate_task, run_batch
+from sdart.cli.app import app
+from sdart.images.infotext import parse_infotext, read_infotext
 
 MODEL = "org/some-model"
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from sdart.cli import app
-from sdart.metadata import parse_infotext, read_infotext
+from sdart.cli.app import app
+from sdart.images.infotext import parse_infotext, read_infotext
 
 runner = CliRunner()
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdart.metadata import parse_infotext
+from sdart.images.infotext import parse_infotext
 from sdart.request import GenerationRequest
-from sdart.samplers import SAMPLERS
+from sdart.sampling.samplers import SAMPLERS
 
 STEPS = 3
 
@@ -158,7 +158,7 @@ def test_memory_modes_on_cpu_give_the_same_picture(tiny_model_dir, tiny_engine, 
 def test_low_memory_decodes_a_512_picture_in_smaller_tiles():
     from diffusers import AutoencoderKL
 
-    from sdart.device import apply_memory_mode
+    from sdart.speed.memory import apply_memory_mode
 
     vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, sample_size=512,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)

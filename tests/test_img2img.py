@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from training.shapes_data import check_image, draw
 from typer.testing import CliRunner
 
-from sdart.cli import app
-from sdart.initimage import default_size, fit, open_init_image, picture_size
-from sdart.metadata import parse_infotext, read_infotext
-from training.shapes_data import check_image, draw
+from sdart.cli.app import app
+from sdart.images.infotext import parse_infotext, read_infotext
+from sdart.images.initimage import default_size, fit, open_init_image, picture_size
 
 RED_CIRCLE = {"color": "red", "shape": "circle", "bg": "blue"}
 GREEN_SQUARE = {"color": "green", "shape": "square", "bg": "yellow"}

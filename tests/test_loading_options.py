@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sdart.models import load, resolve
+from sdart.models.load import load
+from sdart.models.resolve import resolve
 
 
 def test_half_precision_prefers_the_fp16_variant_and_falls_back(monkeypatch):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdart.lora import LoraRef, parse_lora
+from sdart.models.lora import LoraRef, parse_lora
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_lora_is_fused_into_the_weights_and_named_in_the_infotext(tiny_model_dir
 
 
 def test_lora_combines_with_int8_and_fused_qkv(tiny_model_dir, tiny_lora):
-    from sdart.quant import Int8Linear
+    from sdart.speed.quant import Int8Linear
 
     engine = _engine(tiny_model_dir, loras=[str(tiny_lora)], quantize="int8")
     unet = engine.model.pipeline.unet
@@ -91,8 +91,8 @@ def test_a_missing_lora_is_a_clear_error(tiny_model_dir, tmp_path):
 def test_cli_takes_lora_and_rejects_an_empty_one(tiny_model_dir, tiny_lora, tmp_path):
     from typer.testing import CliRunner
 
-    from sdart.cli import app
-    from sdart.metadata import parse_infotext, read_infotext
+    from sdart.cli.app import app
+    from sdart.images.infotext import parse_infotext, read_infotext
 
     runner = CliRunner()
     result = runner.invoke(app, ["generate", "a fox", "--model", str(tiny_model_dir), "--steps", "1", "--seed", "1",

@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from sdart.metadata import format_infotext, parse_infotext, png_info, read_infotext
+from sdart.images.infotext import format_infotext, parse_infotext, png_info, read_infotext
 from sdart.request import GenerationRequest
 
 BASE = dict(steps=25, sampler_name="DPM++ 2M Karras", scheduler="Automatic", cfg_scale=7.0, seed=42, width=512,

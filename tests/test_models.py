@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from sdart import models
-from sdart.models import ModelLoadError, load, resolve
+from sdart.models import load as models
+from sdart.models.errors import ModelLoadError
+from sdart.models.load import load
+from sdart.models.resolve import resolve
 
 
 def test_resolve_kinds(tiny_model_dir, tiny_single_file):

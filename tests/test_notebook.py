@@ -26,7 +26,7 @@ TEST_STEPS = 4
 
 def notebook_model(tiny_model_dir: Path) -> str:
     """The bundled demo model the notebook defaults to, or the tiny random model until it is in the package."""
-    from sdart.models import builtin_models
+    from sdart.models.resolve import builtin_models
 
     return "builtin:shapes" if "shapes" in builtin_models() else str(tiny_model_dir)
 
@@ -92,7 +92,7 @@ def test_first_image_has_a_widget_progress_bar(executed):
 
 
 def test_saved_png_carries_parameters_that_regenerate_it(executed):
-    from sdart.metadata import parse_infotext, read_infotext
+    from sdart.images.infotext import parse_infotext, read_infotext
 
     nb, workdir = executed
     (png,) = sorted((workdir / "outputs").glob("*.png"))

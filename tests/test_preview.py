@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sdart.preview import LATENT_RGB_FACTORS, latent_preview
+from sdart.images.preview import LATENT_RGB_FACTORS, latent_preview
 
 
 def test_preview_maps_each_latent_pixel_to_rgb_with_the_family_factors():

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from sdart.batch import MANIFEST, plan_batch, read_manifest
-from sdart.cli import app
+from sdart.batch.manifest import read_manifest
+from sdart.batch.plan import MANIFEST, plan_batch
+from sdart.cli.app import app
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'sdart[ray]'")
 
@@ -88,8 +89,8 @@ def free_port() -> int:
 def test_ray_serve_answers_the_native_jobs_api_on_loopback(ray_cluster, tiny_model_dir, tiny_engine, tmp_path):
     import httpx
 
-    from sdart.ray_runner import ServeScale, start_serve
     from sdart.request import GenerationRequest
+    from sdart.server.ray import ServeScale, start_serve
     from sdart.settings import Settings
 
     settings = Settings(model=str(tiny_model_dir), device="cpu", dtype="float32", host="127.0.0.1",

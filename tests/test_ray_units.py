@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from sdart.engine import GenerationCancelled
-from sdart.ray_runner import RemoteEngine, ServeScale, WorkerPool, parse_builder_args
 from sdart.request import GenerationRequest
+from sdart.server.ray import RemoteEngine, ServeScale, WorkerPool, parse_builder_args
 from sdart.settings import Settings
 
 

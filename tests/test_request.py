@@ -3,7 +3,7 @@ import math
 import pytest
 
 from sdart.request import GenerationRequest, RequestError
-from sdart.samplers import SAMPLERS, find_sampler
+from sdart.sampling.samplers import SAMPLERS, find_sampler
 
 
 def test_defaults_are_what_users_expect():

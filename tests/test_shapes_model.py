@@ -7,9 +7,9 @@ colour, its outline and the background off the pixels.
 
 import numpy as np
 import pytest
-
-from sdart.samplers import sampler_names
 from training.shapes_data import SHAPES, analyze_image
+
+from sdart.sampling.samplers import sampler_names
 
 RED = "a red circle on a white background"
 BLUE = "a blue triangle on a white background"
@@ -93,7 +93,7 @@ def test_cli_draws_the_prompt(tmp_path):
     from PIL import Image
     from typer.testing import CliRunner
 
-    from sdart.cli import app
+    from sdart.cli.app import app
 
     run = CliRunner().invoke(app, ["generate", BLUE, "--model", "builtin:shapes", "--seed", "0", "--steps",
                                    str(STEPS), "--dtype", "float32", "-o", str(tmp_path)])

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdart.device import SpeedOptions, apply_speed
-from sdart.quant import Int8Conv2d, Int8Linear, quantize_int8, quantize_tensor
-from sdart.stepcache import _shallow_forward, enable_step_cache
+from sdart.speed.options import SpeedOptions, apply_speed
+from sdart.speed.quant import Int8Conv2d, Int8Linear, quantize_int8, quantize_tensor
+from sdart.speed.stepcache import _shallow_forward, enable_step_cache
 from sdart.testing import build_tiny_pipeline
 
 
@@ -80,13 +80,13 @@ def test_int8_weights_round_trip_within_half_a_step():
 def test_int8_quantization_in_blocks_matches_one_pass(monkeypatch):
     """Blocks of output channels (bounding the load's fp32 temporaries) give exactly the one-pass result, in the
     weight's own memory layout."""
-    import sdart.quant
+    import sdart.speed.quant
 
     weight = torch.randn(10, 6, 3, 3).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     flat = weight.float().reshape(10, -1)
     one_pass_scale = flat.abs().amax(dim=1) / 127
     one_pass = torch.round(flat / one_pass_scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(weight.shape)
-    monkeypatch.setattr(sdart.quant, "QUANTIZE_BLOCK_ELEMENTS", 3 * 6 * 9)  # blocks of 3 channels, last one 1
+    monkeypatch.setattr(sdart.speed.quant, "QUANTIZE_BLOCK_ELEMENTS", 3 * 6 * 9)  # blocks of 3 channels, last one 1
     q, scale = quantize_tensor(weight)
     assert torch.equal(q, one_pass) and torch.equal(scale, one_pass_scale)
     assert q.is_contiguous(memory_format=torch.channels_last)

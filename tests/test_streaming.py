@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdart.models import WeightLayout, load, resolve
-from sdart.quant import Int8Conv2d, Int8Linear
-from sdart.streaming import StreamLoadError, iter_tensors, load_model
+from sdart.models.load import WeightLayout, load
+from sdart.models.resolve import resolve
+from sdart.models.streaming import StreamLoadError, iter_tensors, load_model
+from sdart.speed.quant import Int8Conv2d, Int8Linear
 
 
 def _unet_file(folder, variant=None):
@@ -94,16 +95,16 @@ def test_a_truncated_file_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_pipeline_loading_streams_the_unet_and_falls_back_when_it_cannot(tiny_model_dir, tmp_path, monkeypatch):
-    import sdart.streaming
+    import sdart.models.streaming
 
     calls = []
-    real = sdart.streaming.load_model
+    real = sdart.models.streaming.load_model
 
     def counting(*args, **kwargs):
         calls.append(args[2].name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sdart.streaming, "load_model", counting)
+    monkeypatch.setattr(sdart.models.streaming, "load_model", counting)
     loaded = load(resolve(str(tiny_model_dir)), torch.float32, layout=WeightLayout(int8=True, channels_last=True))
     assert calls == ["diffusion_pytorch_model.safetensors"] * 2  # UNet and VAE
     conv = loaded.pipeline.vae.decoder.conv_in.weight
@@ -130,7 +131,7 @@ def test_a_cached_hub_model_streams_from_its_snapshot_offline(tiny_model_dir, mo
     pipeline from the snapshot and the UNet and VAE are streamed from the same files."""
     from huggingface_hub import constants
 
-    import sdart.streaming
+    import sdart.models.streaming
 
     cache = Path(constants.HF_HUB_CACHE) / "models--sdart-test--tiny"  # fixed when huggingface_hub was imported
     commit = "0" * 40
@@ -139,8 +140,8 @@ def test_a_cached_hub_model_streams_from_its_snapshot_offline(tiny_model_dir, mo
     (cache / "refs").mkdir(parents=True)
     (cache / "refs" / "main").write_text(commit)
     streamed = []
-    real = sdart.streaming.load_model
-    monkeypatch.setattr(sdart.streaming, "load_model",
+    real = sdart.models.streaming.load_model
+    monkeypatch.setattr(sdart.models.streaming, "load_model",
                         lambda cls, config_dir, weights, *a, **kw: streamed.append(weights) or real(cls, config_dir,
                                                                                                     weights, *a, **kw))
     try:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from sdart.speed.tokendownsampling import DownsampledKVAttnProcessor, _pool_tokens, enable_token_downsampling
 from sdart.testing import build_tiny_pipeline
-from sdart.tokendownsampling import DownsampledKVAttnProcessor, _pool_tokens, enable_token_downsampling
 
 
 def test_pooling_averages_each_patch_including_partial_edge_patches():

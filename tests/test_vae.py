@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdart.models import ModelLoadError
+from sdart.models.errors import ModelLoadError
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +30,11 @@ def _engine(model_dir, **settings):
 
 
 def test_tiny_vae_replaces_the_decoder(tiny_model_dir, tiny_engine, tiny_taesd, monkeypatch):
-    import sdart.streaming
+    import sdart.models.streaming
 
     streamed = []
-    real = sdart.streaming.load_model
-    monkeypatch.setattr(sdart.streaming, "load_model",
+    real = sdart.models.streaming.load_model
+    monkeypatch.setattr(sdart.models.streaming, "load_model",
                         lambda cls, *args, **kw: streamed.append(cls.__name__) or real(cls, *args, **kw))
     engine = _engine(tiny_model_dir, vae=str(tiny_taesd))
     assert streamed == ["UNet2DConditionModel"]  # the model's own VAE is never loaded

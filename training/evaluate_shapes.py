@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from sdart.device import SpeedOptions, apply_speed
-from sdart.samplers import sampler_names
-from sdart.stepcache import reset_step_cache
+from sdart.sampling.samplers import sampler_names
+from sdart.speed.options import SpeedOptions, apply_speed
+from sdart.speed.stepcache import reset_step_cache
 
 from .shapes_data import check_image, held_out_combos
 
@@ -41,7 +41,7 @@ def load_pipeline(model: Path | str, device: str = "cpu"):
 
 def set_sampler(pipe, name: str) -> None:
     """The scheduler sdart builds for this A1111 sampler name, from the folder's own scheduler config."""
-    from sdart.samplers import find_sampler, make_scheduler
+    from sdart.sampling.samplers import find_sampler, make_scheduler
 
     pipe.scheduler = make_scheduler(find_sampler(name), getattr(pipe, "base_scheduler_config", pipe.scheduler.config))
 

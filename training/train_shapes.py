@@ -29,7 +29,13 @@ import torch.nn.functional as F
 
 from .shapes_data import make_dataset
 from .shapes_model import (
-    MAX_LENGTH, ModelConfig, make_text_encoder, make_unet, make_vae, pipeline_scheduler, train_scheduler,
+    MAX_LENGTH,
+    ModelConfig,
+    make_text_encoder,
+    make_unet,
+    make_vae,
+    pipeline_scheduler,
+    train_scheduler,
     write_tokenizer,
 )
 

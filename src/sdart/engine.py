@@ -16,20 +16,21 @@ from typing import Any
 import torch
 from PIL import Image
 
-from sdart import __version__
-from sdart.device import (
-    SpeedOptions, apply_memory_mode, apply_speed, compile_unet, pick_device, pick_dtype, release_freed_memory,
-    return_large_blocks_on_free,
-)
-from sdart.initimage import default_size, fit, open_init_image, open_mask, picture_size
-from sdart.lora import apply_loras, infotext_value, parse_lora
-from sdart.metadata import format_infotext
-from sdart.models import LoadedModel, WeightLayout, load, load_vae, resolve
-from sdart.output import png_bytes, save_image
+from sdart.version import __version__
+from sdart.images.infotext import format_infotext
+from sdart.images.initimage import default_size, fit, open_init_image, open_mask, picture_size
+from sdart.images.output import png_bytes, save_image
+from sdart.models.load import LoadedModel, WeightLayout, load, load_vae
+from sdart.models.lora import apply_loras, infotext_value, parse_lora
+from sdart.models.resolve import resolve
 from sdart.request import MAX_SEED, GenerationRequest
-from sdart.samplers import find_sampler, make_scheduler
+from sdart.sampling.samplers import find_sampler, make_scheduler
 from sdart.settings import Settings, load_settings
-from sdart.stepcache import reset_step_cache
+from sdart.speed.compile import compile_unet
+from sdart.speed.device import pick_device, pick_dtype
+from sdart.speed.memory import apply_memory_mode, release_freed_memory, return_large_blocks_on_free
+from sdart.speed.options import SpeedOptions, apply_speed
+from sdart.speed.stepcache import reset_step_cache
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import (
-    AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
 
-from sdart.samplers import DEFAULT_SAMPLER, effective_schedule, find_sampler, find_schedule_type
+from sdart.sampling.samplers import DEFAULT_SAMPLER, effective_schedule, find_sampler, find_schedule_type
 
 MAX_SEED = 2**32 - 1  # A1111 and most UIs treat seeds as unsigned 32-bit integers.
 MAX_SIDE = 4096
@@ -78,7 +85,7 @@ class GenerationRequest(BaseModel):
     def _readable_image(cls, value: str | None, info: ValidationInfo) -> str | None:
         # A stored request (a job's history) stays readable after its picture is gone; running it checks again.
         if value is not None and not (info.context or {}).get("stored"):
-            from sdart.initimage import check_init_image
+            from sdart.images.initimage import check_init_image
 
             check_init_image(value)
         return value

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     @field_validator("loras")
     @classmethod
     def _check_loras(cls, loras: list[str]) -> list[str]:
-        from sdart.lora import parse_lora
+        from sdart.models.lora import parse_lora
 
         for text in loras:
             parse_lora(text)

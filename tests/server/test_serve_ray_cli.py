@@ -4,11 +4,11 @@ import sys
 
 from typer.testing import CliRunner
 
-from sdart.cli import app
+from sdart.cli.app import app
 
 
 def test_serve_ray_passes_scale_and_address(monkeypatch):
-    import sdart.ray_runner as ray_runner
+    import sdart.server.ray as ray_runner
 
     calls = []
     monkeypatch.setattr(ray_runner, "serve_on_ray", lambda settings, scale, address, on_ready: calls.append(

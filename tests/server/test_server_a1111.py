@@ -11,7 +11,7 @@ import pytest
 import webuiapi
 from PIL import Image
 
-from sdart.metadata import parse_infotext
+from sdart.images.infotext import parse_infotext
 
 
 @pytest.fixture

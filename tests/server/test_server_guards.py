@@ -137,7 +137,7 @@ def test_cors_only_for_configured_origins(strict_server, live_server):
 
 
 def test_binding_beyond_loopback_needs_an_api_key(tiny_model_dir):
-    from sdart.cli import app
+    from sdart.cli.app import app
 
     result = CliRunner().invoke(app, ["serve", "--model", str(tiny_model_dir), "--host", "0.0.0.0"])
     assert result.exit_code == 2

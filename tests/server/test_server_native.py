@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from sdart.metadata import parse_infotext
+from sdart.images.infotext import parse_infotext
 
 
 def test_job_runs_and_its_images_carry_their_parameters(live_server):

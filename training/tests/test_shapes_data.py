@@ -12,8 +12,17 @@ import numpy as np
 import pytest
 
 from training.shapes_data import (
-    COLORS, SHAPES, Combo, all_combos, analyze_image, caption_vocabulary, check_image, draw, held_out_combos,
-    make_dataset, train_combos,
+    COLORS,
+    SHAPES,
+    Combo,
+    all_combos,
+    analyze_image,
+    caption_vocabulary,
+    check_image,
+    draw,
+    held_out_combos,
+    make_dataset,
+    train_combos,
 )
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "src/sdart/builtin/shapes"

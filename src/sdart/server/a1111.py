@@ -19,11 +19,11 @@ from fastapi import APIRouter, Body, Depends
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from sdart.initimage import decode_base64_image
-from sdart.metadata import parse_infotext
-from sdart.models import ModelLoadError
+from sdart.images.infotext import parse_infotext
+from sdart.images.initimage import decode_base64_image
+from sdart.models.errors import ModelLoadError
 from sdart.request import PICTURE_FIELDS, GenerationRequest, RequestError
-from sdart.samplers import SAMPLERS, SCHEDULE_TYPES
+from sdart.sampling.samplers import SAMPLERS, SCHEDULE_TYPES
 from sdart.server.admission import Server, submit
 from sdart.server.catalog import title
 from sdart.server.errors import FieldErrors

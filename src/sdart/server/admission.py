@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdart.engine import Engine
-from sdart.initimage import is_data_url, open_init_image
-from sdart.output import save_image_as
+from sdart.images.initimage import is_data_url, open_init_image
+from sdart.images.output import save_image_as
 from sdart.request import PICTURE_FIELDS, GenerationRequest
 from sdart.server.catalog import ModelCatalog
 from sdart.server.errors import FieldErrors

@@ -17,9 +17,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from sdart import __version__
+from sdart.version import __version__
 from sdart.engine import Engine
-from sdart.output import ensure_writable_dir
+from sdart.images.output import ensure_writable_dir
 from sdart.server import a1111, errors, native
 from sdart.server.admission import Server
 from sdart.server.catalog import ModelCatalog

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from sdart.engine import Engine
-from sdart.models import builtin_models, resolve
+from sdart.models.resolve import builtin_models, resolve
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from sdart.engine import Engine, GenerationCancelled, StepProgress
-from sdart.models import ModelLoadError
-from sdart.output import png_bytes, save_image
+from sdart.images.output import png_bytes, save_image
+from sdart.models.errors import ModelLoadError
 from sdart.request import RequestError
 from sdart.server.events import EventHub
 from sdart.server.store import Job, JobStore
@@ -84,7 +84,7 @@ class Worker:
     def preview_png(self, job_id: str) -> bytes | None:
         """The running job's live preview (sdart.preview) as PNG bytes, at latent size; None before its first
         step, after it ends, or for a model family without preview factors."""
-        from sdart.preview import latent_preview
+        from sdart.images.preview import latent_preview
 
         latest = self._latest_latents
         if latest is None or latest[0] != job_id or latest[1] is None:

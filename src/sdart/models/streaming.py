@@ -78,8 +78,8 @@ def load_model(cls, config_dir: Path, weights: Path, dtype: torch.dtype, *, int8
     later copies nothing); with `int8`, Linear/Conv2d weights become int8 as they arrive (sdart.quant), so the
     full-precision layer never exists. Raises StreamLoadError when the file's tensors are not exactly the model's.
     """
-    from sdart.device import release_freed_memory
-    from sdart.quant import int8_replacement
+    from sdart.speed.memory import release_freed_memory
+    from sdart.speed.quant import int8_replacement
 
     with torch.device("meta"):
         model = cls.from_config(cls.load_config(config_dir))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sdart.metadata import png_info
+from sdart.images.infotext import png_info
 
 _NUMBERED = re.compile(r"^(\d{5,})-")
 

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdart.device import release_freed_memory
-
+from sdart.speed.memory import release_freed_memory
 
 QUANTIZE_BLOCK_ELEMENTS = 2**22  # output channels quantized per pass: bounds the fp32 temporaries to 16 MB
 

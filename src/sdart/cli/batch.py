@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from sdart import cli_options as o
+from sdart.cli import options as o
 
 
 def batch(
@@ -54,11 +54,21 @@ def batch(
 
     Request options (--steps, --cfg, --sampler, …) are defaults: a line's own fields win.
     """
-    from sdart.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, _configure_logging, err, fail, friendly_errors
+    from sdart.cli.common import (
+        EXIT_BAD_INPUT,
+        EXIT_FAILED,
+        EXIT_INTERRUPTED,
+        configure_logging,
+        err,
+        fail,
+        friendly_errors,
+    )
 
-    _configure_logging(debug)
+    configure_logging(debug)
     with friendly_errors(debug):
-        from sdart.batch import BatchDir, BatchDirBusy, parse_seeds, plan_batch, run_batch
+        from sdart.batch.manifest import BatchDir, BatchDirBusy
+        from sdart.batch.plan import parse_seeds, plan_batch
+        from sdart.batch.run import run_batch
         from sdart.settings import load_settings
 
         # 1. Settings and command-line defaults, then the plan: one task per image, bad lines set aside.
@@ -102,7 +112,7 @@ def batch(
 @contextmanager
 def _executor(ray: str | None, settings, folder: Path, retries: int, workers: int, gpus_per_worker: float | None,
               cpus_per_worker: float | None, dry_run: bool):
-    from sdart.batch import local_executor
+    from sdart.batch.run import local_executor
 
     if dry_run:
         yield lambda tasks: iter(())
@@ -112,8 +122,9 @@ def _executor(ray: str | None, settings, folder: Path, retries: int, workers: in
             raise ValueError("--workers, --gpus-per-worker and --cpus-per-worker need --ray")
         yield local_executor(lambda: _load_engine(settings), folder, retries=retries)
         return
-    from sdart.cli import EXIT_BAD_INPUT, fail
-    from sdart.ray_runner import RayMissing, ray_executor, ray_session
+    from sdart.batch.ray import ray_executor
+    from sdart.cli.common import EXIT_BAD_INPUT, fail
+    from sdart.cluster import RayMissing, ray_session
 
     with ExitStack() as stack:
         try:
@@ -125,7 +136,7 @@ def _executor(ray: str | None, settings, folder: Path, retries: int, workers: in
 
 
 def _load_engine(settings):
-    from sdart.cli import err
+    from sdart.cli.common import err
     from sdart.engine import Engine
 
     with err.status(f"loading {settings.model}…"):
@@ -138,9 +149,16 @@ def _load_engine(settings):
 @contextmanager
 def _progress():
     """An overall bar: images finished of those to do, with counts and an ETA (from rich's rate estimate)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    from sdart.cli import err
+    from sdart.cli.common import err
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
@@ -167,7 +185,7 @@ def _progress():
 def _report(summary, plan, folder: Path, as_json: bool, dry_run: bool) -> None:
     import json
 
-    from sdart.cli import err
+    from sdart.cli.common import err
 
     if as_json:
         print(json.dumps({**summary.as_dict(), "planned": len(plan.tasks), "duplicates": plan.duplicates,

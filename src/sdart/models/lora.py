@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from sdart.models import first_line
+from sdart.models.errors import first_line
 
 log = logging.getLogger(__name__)
 

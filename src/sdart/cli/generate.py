@@ -1,94 +1,21 @@
-"""The `sdart` command: generate images, read their parameters back, list samplers and models."""
+"""The `sdart generate` command: a prompt (or a PNG's parameters) → PNGs with their infotext."""
 
 from __future__ import annotations
 
 import json
-import logging
-import signal
-import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
-from sdart import cli_options as o
-from rich.console import Console
 from rich.markup import escape
 
-app = typer.Typer(
-    help="Art from text prompts with Stable Diffusion, on a laptop CPU, a GPU or a cluster.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-err = Console(stderr=True)
-out = Console()
-
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-
-
-def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # messages quote user text
-    return typer.Exit(code)
-
-
-@contextmanager
-def friendly_errors(debug: bool):
-    """Known failures become one clear message and an exit code; tracebacks only with --debug."""
-    from pydantic import ValidationError
-
-    from sdart.request import RequestError
-
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except (RequestError, ValidationError) as exc:  # request fields, or settings from flags/env/.env
-        if debug:
-            raise
-        if isinstance(exc, ValidationError):
-            exc = RequestError.from_validation_error(exc)
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
-    except Exception as exc:
-        from sdart.models import ModelLoadError
-        from sdart.output import OutputError
-
-        if debug:
-            raise
-        if isinstance(exc, (OutputError, ValueError)):
-            raise fail(str(exc), EXIT_BAD_INPUT) from None
-        if isinstance(exc, ModelLoadError):
-            raise fail(str(exc)) from None
-        raise fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)") from None
-
-
-@contextmanager
-def cancel_on_ctrl_c():
-    """First Ctrl-C: stop after the current step and keep finished images. Second: stop now."""
-    cancel = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield cancel
-        return
-
-    def handler(signum, frame):
-        if cancel.is_set():
-            raise KeyboardInterrupt
-        cancel.set()
-        err.print("[yellow]stopping after this step… (Ctrl-C again to stop at once)[/]")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield cancel
-    finally:
-        signal.signal(signal.SIGINT, previous)
+from sdart.cli import options as o
+from sdart.cli.common import EXIT_INTERRUPTED, cancel_on_ctrl_c, configure_logging, err, friendly_errors, out
 
 
 def _request_fields_from_image(path: Path) -> dict[str, Any]:
-    from sdart.metadata import parse_infotext, read_infotext
+    from sdart.images.infotext import parse_infotext, read_infotext
 
     if not path.is_file():
         raise ValueError(f"--from = {str(path)!r}: no such file")
@@ -105,7 +32,7 @@ def _request_fields_from_image(path: Path) -> dict[str, Any]:
     return fields
 
 
-@app.command()
+
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="What to draw. Optional with --from."),
     negative_prompt: o.NegativePrompt = None,
@@ -144,10 +71,11 @@ def generate(
     debug: o.Debug = False,
 ) -> None:
     """Generate images from a prompt and save them as PNGs with their parameters."""
-    _configure_logging(debug)
+    configure_logging(debug)
     with friendly_errors(debug):
-        from sdart.models import ModelLoadError, resolve
-        from sdart.output import ensure_writable_dir, save_image
+        from sdart.images.output import ensure_writable_dir, save_image
+        from sdart.models.errors import ModelLoadError
+        from sdart.models.resolve import resolve
         from sdart.request import GenerationRequest
         from sdart.settings import load_settings
 
@@ -227,7 +155,14 @@ def _report(saved, timings, engine, request, cancelled: bool, as_json: bool) -> 
 
 @contextmanager
 def _progress_bar(request):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
@@ -240,75 +175,3 @@ def _progress_bar(request):
                             description=label, rate=f"{p.it_per_s:.2f} it/s")
 
         yield on_step
-
-
-@app.command()
-def info(
-    image: Path = typer.Argument(..., help="A PNG made by sdart, A1111 or another tool that writes `parameters`."),
-    as_json: bool = typer.Option(False, "--json", help="Print the parsed fields as JSON."),
-) -> None:
-    """Print the generation parameters stored in an image."""
-    from sdart.metadata import parse_infotext, read_infotext
-
-    if not image.is_file():
-        raise fail(f"image = {str(image)!r}: no such file", EXIT_BAD_INPUT)
-    try:
-        text = read_infotext(image)
-    except OSError as exc:
-        raise fail(f"image = {str(image)!r}: not a readable image ({exc})", EXIT_BAD_INPUT) from None
-    if not text:
-        raise fail(f"image = {str(image)!r}: carries no generation parameters", EXIT_FAILED)
-    if not as_json:
-        print(text)
-        return
-    parsed = parse_infotext(text)
-    print(json.dumps({"prompt": parsed.prompt, "negative_prompt": parsed.negative_prompt,
-                      "parameters": parsed.params, "request": parsed.request_fields()}, indent=2, ensure_ascii=False))
-
-
-@app.command()
-def samplers() -> None:
-    """List the sampler names (A1111 spelling) and schedule types."""
-    from sdart.samplers import SAMPLERS, SCHEDULE_TYPES
-
-    for s in SAMPLERS:
-        out.print(f"{s.name:<22} {s.scheduler_class:<34} {', '.join(s.aliases)}", highlight=False)
-    out.print(f"\nschedule types: {', '.join(SCHEDULE_TYPES)}", highlight=False)
-
-
-@app.command()
-def models() -> None:
-    """List the built-in models and the default hub model."""
-    from sdart.models import builtin_models
-    from sdart.settings import DEFAULT_MODEL
-
-    for name in builtin_models():
-        out.print(f"builtin:{name}", highlight=False)
-    out.print(f"{DEFAULT_MODEL}  (default)", highlight=False)
-
-
-@app.command()
-def version() -> None:
-    """Print the sdart version."""
-    from sdart import __version__
-
-    print(__version__)
-
-
-from sdart.server.cli import serve  # noqa: E402 - imports only typer; the server loads inside the command
-
-app.command()(serve)
-from sdart.batch_cli import batch  # noqa: E402 - imports only typer; the batch runner loads inside the command
-app.command()(batch)
-
-
-def _configure_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

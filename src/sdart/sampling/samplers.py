@@ -8,7 +8,6 @@ model's own training schedule (betas, prediction type, timestep spacing) is kept
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -1,14 +1,4 @@
-"""Scale-out on Ray: batch generation with Ray Data, and the HTTP server behind Ray Serve.
-
-Ray is optional (`pip install 'sdart[ray]'`), so `ray` is imported only inside functions.
-
-Batch (`sdart batch --ray …`): the driver plans and verifies exactly as the local runner does (`sdart.batch`);
-only the executor changes. Tasks become a Ray Dataset; `map_batches` runs `ImageMaker`, a callable class that
-builds one Engine per actor and keeps it, over an actor pool of `--workers`. Actors write `<key>.png` into
-the output folder (a path every node sees) and return manifest records; the driver appends them as they stream
-back, so resume and kill -9 behave as they do locally.
-
-Serve (`serve_on_ray`, or `serve run` with `app_builder`): two deployments.
+"""The HTTP server behind Ray Serve (`serve_on_ray`, or `serve run` with `app_builder`): two deployments.
 - `ModelReplica` (N replicas, each with its GPUs, autoscaling bounds): holds one Engine and streams each
   request's step progress and finished batches back to the caller.
 - `SdartApi` (one replica): the unchanged FastAPI app of `sdart.server` (same native and A1111 routes, same
@@ -20,150 +10,18 @@ Serve (`serve_on_ray`, or `serve run` with `app_builder`): two deployments.
 from __future__ import annotations
 
 import io
-import json
-import logging
 import queue
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdart.batch import Executor, Task, generate_task
-from sdart.output import png_bytes
+from sdart.cluster import MODEL_DEPLOYMENT, SERVE_APP, _engine, _portable_settings, default_gpus_per_worker, ray_session
+from sdart.images.output import png_bytes
 
 if TYPE_CHECKING:
     from sdart.settings import Settings
-
-log = logging.getLogger(__name__)
-
-INSTALL_HINT = "Ray is not installed; install it with: pip install 'sdart[ray]'"
-SERVE_APP = "sdart"
-MODEL_DEPLOYMENT = "ModelReplica"
-
-
-class RayMissing(RuntimeError):
-    """`--ray` was asked for but Ray is not installed."""
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise RayMissing(INSTALL_HINT) from None
-    return ray
-
-
-# --- connecting ----------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def ray_session(address: str = "auto", **init_kwargs: Any) -> Iterator[Any]:
-    """Connect to Ray for the duration of the block.
-
-    `auto`: the cluster named by RAY_ADDRESS or started by `ray start`, else a new local one; `local`: a new
-    local cluster; anything else: an address (`host:6379`, `ray://host:10001`). A session already open in this
-    process (a notebook, the tests) is used as is and left open.
-    """
-    ray = _import_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    init_kwargs.setdefault("include_dashboard", False)
-    init_kwargs.setdefault("log_to_driver", False)  # actor logs (model loading notes) would tear the progress bar
-    if address == "local":
-        ray.init(**init_kwargs)
-    elif address == "auto":
-        try:
-            ray.init(address="auto", **init_kwargs)
-        except ConnectionError:
-            log.info("no running Ray cluster found; starting a local one")
-            ray.init(**init_kwargs)
-    else:
-        ray.init(address=address, **init_kwargs)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-def default_gpus_per_worker() -> float:
-    """1 when the cluster has GPUs, else 0: an actor asking for a GPU on a CPU-only cluster would wait forever."""
-    ray = _import_ray()
-    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-
-
-def _portable_settings(settings: Settings, cpus: float | None) -> dict[str, Any]:
-    """Settings as plain data for another process, with local paths made absolute (Ray workers run in their
-    own working directory) and torch threads matched to the CPUs Ray gives the actor."""
-    data = settings.model_dump(mode="json")
-    model = Path(settings.model).expanduser()
-    if model.exists():
-        data["model"] = str(model.resolve())
-    for name in ("model_config_dir", "data_dir", "output_dir", "compile_cache_dir"):
-        if data.get(name):
-            data[name] = str(Path(data[name]).expanduser().resolve())
-    if data.get("threads") is None and cpus and cpus >= 1:
-        data["threads"] = int(cpus)
-    return data
-
-
-def _engine(settings_data: dict[str, Any]):
-    from sdart.engine import Engine
-    from sdart.settings import Settings
-
-    settings = Settings(**settings_data)
-    return Engine(settings.model, settings=settings)
-
-
-# --- batch: Ray Data -----------------------------------------------------------------------------------------
-
-
-class ImageMaker:
-    """Ray Data callable class: one Engine per actor, built once, used for every batch of tasks it gets."""
-
-    def __init__(self, settings_data: dict[str, Any], folder: str, retries: int):
-        self.engine = _engine(settings_data)
-        self.folder = Path(folder)
-        self.retries = retries
-
-    def __call__(self, rows: dict[str, Any]) -> dict[str, list[str]]:
-        records = [generate_task(self.engine, Task.from_json(text), self.folder, retries=self.retries)
-                   for text in rows["task"]]
-        return {"record": [json.dumps(record) for record in records]}
-
-
-def ray_executor(settings: Settings, folder: Path, *, workers: int = 1, gpus_per_worker: float | None = None,
-                 cpus_per_worker: float | None = None, retries: int = 0) -> Executor:
-    """An executor for `sdart.batch.run_batch` that runs tasks on an actor pool (call inside `ray_session`)."""
-
-    def execute(tasks: list[Task]) -> Iterator[dict[str, Any]]:
-        if not tasks:
-            return
-        ray = _import_ray()
-        gpus = default_gpus_per_worker() if gpus_per_worker is None else gpus_per_worker
-        cpus = 1.0 if cpus_per_worker is None else cpus_per_worker
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the CLI draws one overall bar
-        # One task per block and per call: a finished image is recorded as soon as it exists, and an idle
-        # actor can take the next image (a block of many would be stuck behind one actor).
-        rows = [{"task": task.to_json()} for task in tasks]
-        dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-        results = dataset.map_batches(
-            ImageMaker,
-            fn_constructor_kwargs={"settings_data": _portable_settings(settings, cpus),
-                                   "folder": str(Path(folder).resolve()), "retries": retries},
-            batch_size=1,
-            # One image in flight per actor: queuing more on a busy actor would starve one that just started.
-            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-            num_cpus=cpus,
-            num_gpus=gpus,
-        )
-        for row in results.iter_rows():
-            yield json.loads(row["record"])
-
-    return execute
 
 
 # --- serve: the model deployment -----------------------------------------------------------------------------
@@ -261,7 +119,7 @@ class RemoteEngine:
         return Engine.resolve_request(self, request)  # type: ignore[arg-type] - it reads only self.model
 
     def load(self, reference: str) -> None:
-        from sdart.models import ModelLoadError
+        from sdart.models.errors import ModelLoadError
 
         raise ModelLoadError("unsupported", f"model = {reference!r}: under Ray Serve every replica keeps the model it "
                                             "was deployed with; pass `model` in each request instead")

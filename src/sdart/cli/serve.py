@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from sdart import cli_options as o
+from sdart.cli import options as o
 
 
 def serve(
@@ -40,9 +40,9 @@ def serve(
     debug: o.Debug = False,
 ) -> None:
     """Serve the web page, the native API (/api/v1, docs at /docs) and the A1111 API (/sdapi/v1)."""
-    from sdart.cli import EXIT_BAD_INPUT, _configure_logging, err, fail, friendly_errors
+    from sdart.cli.common import EXIT_BAD_INPUT, configure_logging, err, fail, friendly_errors
 
-    _configure_logging(debug)
+    configure_logging(debug)
     with friendly_errors(debug):
         import logging
 
@@ -62,7 +62,8 @@ def serve(
             raise fail(str(exc), EXIT_BAD_INPUT) from None
         logging.getLogger("sdart").setLevel(log_level.upper())
         if ray is not None:
-            from sdart.ray_runner import RayMissing, ServeScale, serve_on_ray
+            from sdart.cluster import RayMissing
+            from sdart.server.ray import ServeScale, serve_on_ray
 
             scale = ServeScale(replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
                                gpus_per_replica=gpus_per_replica)

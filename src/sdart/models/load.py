@@ -20,96 +20,14 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from sdart.models.errors import ModelLoadError, _chain, _is_offline, classify_error
+from sdart.models.resolve import _HUB_ID, ModelSpec
+
 log = logging.getLogger(__name__)
-
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-BUILTIN_DIR = Path(__file__).parent / "builtin"
-MOVED_MODELS = {
-    "runwayml/stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "runwayml/stable-diffusion-inpainting": "stable-diffusion-v1-5/stable-diffusion-inpainting",
-}
-_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
-
-SourceKind = Literal["builtin", "folder", "single_file", "hub"]
-
-
-class ModelLoadError(Exception):
-    """A model that could not be loaded. `kind` says why; str() is a message for the user."""
-
-    def __init__(self, kind: str, message: str):
-        self.kind = kind
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A resolved model reference."""
-
-    reference: str
-    source: SourceKind
-    location: str  # folder or file path, or hub id
-    config_dir: Path | None = None  # configs for a single-file checkpoint (offline use)
-
-    @property
-    def name(self) -> str:
-        """The short name A1111 writes as `Model:` (file stem, folder name or hub id)."""
-        if self.source == "hub":
-            return self.location
-        if self.source == "builtin":
-            return self.reference
-        return Path(self.location).stem if self.source == "single_file" else Path(self.location).name
-
-
-def builtin_models() -> list[str]:
-    if not BUILTIN_DIR.is_dir():
-        return []
-    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "model_index.json").is_file())
-
-
-def resolve(reference: str, config_dir: str | Path | None = None) -> ModelSpec:
-    """Classify a model reference without loading it; ModelLoadError when it can't be a model."""
-    ref = reference.strip()
-    if not ref:
-        raise ModelLoadError("invalid", "model = '': give a hub id (org/name), a local folder or a checkpoint file")
-    if ref.startswith("builtin:"):
-        name = ref.removeprefix("builtin:")
-        folder = BUILTIN_DIR / name
-        if not (folder / "model_index.json").is_file():
-            known = ", ".join(f"builtin:{n}" for n in builtin_models()) or "none installed"
-            raise ModelLoadError("not_found", f"model = {ref!r}: no such built-in model (available: {known}).")
-        return ModelSpec(ref, "builtin", str(folder))
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ModelLoadError(
-                "not_a_model",
-                f"model = {ref!r}: this folder is not a diffusers model (it has no model_index.json). Point to the "
-                "folder that holds model_index.json, or to a single .safetensors/.ckpt checkpoint file.",
-            )
-        return ModelSpec(ref, "folder", str(path))
-    if path.is_file():
-        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-            raise ModelLoadError(
-                "not_a_model",
-                f"model = {ref!r}: not a checkpoint file (expected one of {', '.join(SINGLE_FILE_SUFFIXES)}).",
-            )
-        config = Path(config_dir).expanduser() if config_dir else None
-        if config is not None and not (config / "model_index.json").is_file():
-            raise ModelLoadError(
-                "not_a_model", f"model_config_dir = {str(config)!r}: not a diffusers folder (no model_index.json)."
-            )
-        return ModelSpec(ref, "single_file", str(path), config_dir=config)
-    is_hub_id = _HUB_ID.match(ref) and not ref.startswith((".", "~")) and path.suffix.lower() not in SINGLE_FILE_SUFFIXES
-    if not is_hub_id:
-        raise ModelLoadError(
-            "missing_file",
-            f"model = {ref!r}: no such file or folder, and it is not a hub id of the form org/name.",
-        )
-    return ModelSpec(ref, "hub", ref)
 
 
 @dataclass
@@ -286,7 +204,7 @@ def _int8_text_encoders(spec: ModelSpec, variant: str | None, dtype: torch.dtype
     import transformers
     from diffusers import DiffusionPipeline
 
-    from sdart.quant import quantize_int8
+    from sdart.speed.quant import quantize_int8
 
     index = DiffusionPipeline.load_config(spec.location)
     encoders = {}
@@ -302,7 +220,7 @@ def _int8_text_encoders(spec: ModelSpec, variant: str | None, dtype: torch.dtype
 
 
 def _stream_component(spec: ModelSpec, name: str, cls, variant: str | None, dtype: torch.dtype, **options: bool):
-    from sdart.streaming import StreamLoadError, load_model
+    from sdart.models.streaming import StreamLoadError, load_model
 
     filename = f"{name}/diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors"
     if spec.source == "hub":  # only from the local cache: downloading stays with diffusers
@@ -362,83 +280,3 @@ def _single_file_is_sdxl(path: Path) -> bool:
 # Error classification: diffusers wraps hub errors in plain OSError/ValueError; the cause is down the chain.
 
 
-def _chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _is_offline(exc: BaseException) -> bool:
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    return isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled))
-
-
-def classify_error(exc: BaseException, spec: ModelSpec) -> ModelLoadError:
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    ref = spec.reference
-    chain = list(_chain(exc))
-    for e in chain:
-        if isinstance(e, GatedRepoError):
-            return ModelLoadError(
-                "gated",
-                f"Model {ref!r} is gated: its licence must be accepted on https://huggingface.co/{spec.location} "
-                "while logged in, and this machine must send that account's token. Create a read token at "
-                "https://huggingface.co/settings/tokens and set HF_TOKEN (in the environment or in a .env file "
-                "here), or run `hf auth login`.",
-            )
-    for e in chain:
-        if isinstance(e, RepositoryNotFoundError):
-            moved = MOVED_MODELS.get(spec.location)
-            hint = f" It has moved: use --model {moved}." if moved else " Check the spelling (org/name), or, for a private repo, set HF_TOKEN."
-            return ModelLoadError("not_found", f"Model {ref!r} was not found on the Hugging Face hub.{hint}")
-        if isinstance(e, RevisionNotFoundError):
-            return ModelLoadError("not_found", f"Model {ref!r}: the requested revision does not exist on the hub.")
-    for e in chain:
-        if _is_offline(e) or isinstance(e, ConnectionError) or type(e).__name__ in ("ConnectError", "ConnectTimeout"):
-            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-            why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub could not be reached"
-            if spec.source == "single_file":
-                return ModelLoadError(
-                    "offline",
-                    f"Checkpoint {ref!r} needs its model configs, which are not cached and {why}. Pass "
-                    "--model-config DIR (or SDART_MODEL_CONFIG_DIR), a local diffusers folder of the same "
-                    "architecture (SD 1.x, SD 2.x or SDXL), or connect once to cache them.",
-                )
-            return ModelLoadError(
-                "offline",
-                f"Model {ref!r} is not in the local cache and {why}. Connect once to download it (it is then "
-                "cached under HF_HOME), or use a local model: --model PATH to a diffusers folder or a "
-                ".safetensors checkpoint, or --model builtin:shapes for the bundled demo model.",
-            )
-    for e in chain:
-        if isinstance(e, HfHubHTTPError):
-            return ModelLoadError("hub", f"Model {ref!r}: the hub answered with an error: {e}")
-    text = " ".join(str(e) for e in chain).lower()
-    corrupt_signs = ("deserializ", "header", "incomplete", "invalid load key", "unpickling", "truncated",
-                     "unexpected eof", "ran out of input", "pytorchstreamreader", "not a zip", "metadata")
-    if any(type(e).__name__ == "SafetensorError" for e in chain) or any(s in text for s in corrupt_signs):
-        return ModelLoadError(
-            "corrupt",
-            f"Model {ref!r}: a weights file is corrupt or incomplete ({first_line(exc)}). Delete it and download "
-            "it again (for hub models: remove its folder under the HF cache, or `hf cache delete`).",
-        )
-    return ModelLoadError(
-        "invalid",
-        f"Model {ref!r} could not be loaded as a Stable Diffusion text-to-image model: {first_line(exc)}",
-    )
-
-
-def first_line(exc: BaseException) -> str:
-    """`Type: first line` of the deepest cause: a one-line reason for an error message."""
-    root = list(_chain(exc))[-1]
-    text = str(root).strip().splitlines()
-    return f"{type(root).__name__}: {text[0] if text else ''}".strip()
