@@ -465,9 +465,9 @@ def main(argv=None) -> None:
         return rss_child(args)
     if args.quick:
         args.steps_cpu, args.steps_original, args.repeats, args.batch = 3, 4, 1, 2
-    from sdart.engine import _quiet_libraries
+    from sdart.loading import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     bench = Bench(args)
     if args.append and bench.results_file.is_file():
         previous = json.loads(bench.results_file.read_text())

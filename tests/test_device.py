@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sdart.speed import device as dev
-from sdart.speed import memory
+from sdart.speed import memory as memory_module
 
 
 def test_cpu_dtype_follows_native_bf16(monkeypatch):
@@ -57,9 +57,9 @@ def test_low_memory_on_cpu_returns_freed_blocks_to_the_os(tiny_model_dir, monkey
     from sdart.settings import Settings
 
     libc = _RecordingLibc()
-    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    monkeypatch.setattr(memory_module, "_glibc", lambda: libc)
     engine = Engine(str(tiny_model_dir), settings=Settings(device="cpu", dtype="float32", memory=memory))
-    assert (("mallopt", -3, memory.LOW_MEMORY_MMAP_THRESHOLD) in libc.calls) == fixed_threshold
+    assert (("mallopt", -3, memory_module.LOW_MEMORY_MMAP_THRESHOLD) in libc.calls) == fixed_threshold
     libc.calls.clear()
     engine.generate(prompt="a fox", steps=3, seed=0, progress=False)
     assert libc.calls.count(("malloc_trim", 0)) == (3 if fixed_threshold else 1)

@@ -105,7 +105,8 @@ def generate(
         # 2. Output folder: checked before minutes are spent on images.
         folder = ensure_writable_dir(settings.output_dir)
         # 3. Model.
-        from sdart.engine import Engine, GenerationCancelled
+        from sdart.engine import Engine
+        from sdart.run.progress import GenerationCancelled
 
         with err.status(f"loading {request.model or settings.model}…"):
             engine = Engine(request.model or settings.model, settings=settings)
@@ -134,7 +135,7 @@ def generate(
 
 
 def _report(saved, timings, engine, request, cancelled: bool, as_json: bool) -> None:
-    from sdart.engine import summarise_timings
+    from sdart.run.result import summarise_timings
 
     summary = summarise_timings(timings, max(len(saved), 1), engine.load_s)
     if as_json:

@@ -17,7 +17,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from sdart.version import __version__
 from sdart.engine import Engine
 from sdart.images.output import ensure_writable_dir
 from sdart.server import a1111, errors, native
@@ -28,6 +27,7 @@ from sdart.server.security import ApiKeyAuth, BodyLimit
 from sdart.server.store import JobStore
 from sdart.server.worker import Worker
 from sdart.settings import Settings
+from sdart.version import __version__
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"

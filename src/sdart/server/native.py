@@ -11,12 +11,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from sdart.version import __version__
 from sdart.request import PICTURE_FIELDS, GenerationRequest
 from sdart.sampling.samplers import SAMPLERS, SCHEDULE_TYPES
 from sdart.server.admission import Server, submit
 from sdart.server.errors import FieldErrors
 from sdart.server.store import Job
+from sdart.version import __version__
 
 router = APIRouter(prefix="/api/v1")
 

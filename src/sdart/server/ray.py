@@ -40,8 +40,8 @@ class ModelReplicaImpl:
                 "dtype": str(self.engine.dtype).removeprefix("torch."), "load_s": self.engine.load_s}
 
     def stream(self, request_fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        from sdart.engine import GenerationCancelled
         from sdart.request import GenerationRequest
+        from sdart.run.progress import GenerationCancelled
 
         request = GenerationRequest.parse(request_fields)
         events: queue.Queue = queue.Queue()
@@ -127,9 +127,10 @@ class RemoteEngine:
     def iter_batches(self, request, *, on_step=None, cancel=None):
         from PIL import Image
 
-        from sdart.engine import Batch, GenerationCancelled, StepProgress, _cancel_check
+        from sdart.run.progress import GenerationCancelled, StepProgress, cancel_check
+        from sdart.run.result import Batch
 
-        is_cancelled = _cancel_check(cancel)
+        is_cancelled = cancel_check(cancel)
         # A replica may have loaded another model for an earlier request: name ours explicitly.
         fields = request.replace(model=request.model or self.reference).model_dump()
         response = self._handle.options(stream=True).stream.remote(fields)

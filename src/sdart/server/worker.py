@@ -13,10 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from sdart.engine import Engine, GenerationCancelled, StepProgress
+from sdart.engine import Engine
 from sdart.images.output import png_bytes, save_image
 from sdart.models.errors import ModelLoadError
 from sdart.request import RequestError
+from sdart.run.progress import GenerationCancelled, StepProgress
 from sdart.server.events import EventHub
 from sdart.server.store import Job, JobStore
 

@@ -1,0 +1,123 @@
+"""A model made ready to run: loaded (streamed, int8 where asked), LoRAs fused, speed and memory settings applied,
+the safety checker set aside; and its img2img and inpainting twins, built on first use."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdart.models.load import LoadedModel, WeightLayout, load, load_vae
+from sdart.models.lora import LoraRef, apply_loras, infotext_value
+from sdart.models.resolve import resolve
+from sdart.settings import Settings
+from sdart.speed.compile import compile_unet
+from sdart.speed.memory import apply_memory_mode, release_freed_memory, return_large_blocks_on_free
+from sdart.speed.options import SpeedOptions, apply_speed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReadyModel:
+    """A loaded model on its device, with what the run needs besides the pipeline."""
+
+    loaded: LoadedModel
+    checker: Any  # the model's safety checker, kept off the pipeline so that flagged images are not blackened
+    feature_extractor: Any
+    base_scheduler_config: dict[str, Any]  # the model's own scheduler config: every sampler is built from it
+    infotext_extras: dict[str, Any]  # what the model was made ready with that changes the picture (VAE, LoRA, …)
+    load_s: float
+    _twins: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pipeline(self):
+        return self.loaded.pipeline
+
+    def twin(self, task: str):
+        """The img2img ("img2img") or inpainting ("inpaint") twin: the same components (and so the same speed
+        settings, LoRAs and memory), only the denoising loop differs."""
+        if task not in self._twins:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+            kind = AutoPipelineForInpainting if task == "inpaint" else AutoPipelineForImage2Image
+            self._twins[task] = kind.from_pipe(self.pipeline)
+            self._twins[task].set_progress_bar_config(disable=True)
+        return self._twins[task]
+
+
+def speed_options(settings: Settings, memory: str) -> SpeedOptions:
+    return SpeedOptions(
+        channels_last=settings.channels_last,
+        fuse_qkv=settings.fuse_qkv and memory == "balanced",
+        compile=settings.compile,
+        compile_cache_dir=settings.compile_cache_dir,
+        threads=settings.threads,
+        step_cache=settings.step_cache,
+        token_downsampling=settings.token_downsampling,
+        quantize=settings.quantize,
+    )
+
+
+def prepare_model(reference: str, settings: Settings, *, device: torch.device, dtype: torch.dtype, memory: str,
+                  speed: SpeedOptions, loras: list[LoraRef], safety_checker: bool) -> ReadyModel:
+    """Load `reference` and make it ready on `device`; ModelLoadError explains failures."""
+    quiet_libraries()
+    spec = resolve(reference, settings.model_config_dir)
+    started = time.perf_counter()
+    if device.type == "cpu" and memory in ("low", "minimal"):
+        return_large_blocks_on_free()  # before loading, so that the load's large blocks don't fragment the heap
+    # int8 while streaming only without LoRA: adapters fuse into full-precision weights (quantized afterwards).
+    layout = WeightLayout(int8=speed.quantize == "int8" and not loras, channels_last=speed.channels_last)
+    vae = load_vae(settings.vae, dtype) if settings.vae else None
+    loaded = load(spec, dtype, safety_checker=safety_checker, layout=layout, vae=vae)
+    pipe = loaded.pipeline
+    if loras:
+        apply_loras(pipe, loras)
+    pipe.set_progress_bar_config(disable=True)
+    # The checker runs after decoding so that flagged images are reported rather than blackened.
+    checker, extractor = getattr(pipe, "safety_checker", None), getattr(pipe, "feature_extractor", None)
+    if checker is not None:
+        pipe.safety_checker = None
+    if safety_checker and checker is None:
+        log.warning("%s ships no safety checker; images will not be checked", reference)
+    base_scheduler_config = dict(pipe.scheduler.config)
+    apply_speed(pipe, speed, device)
+    apply_memory_mode(pipe, memory, device)
+    if checker is not None and memory == "balanced":
+        checker.to(device)  # kept off the pipeline, so pipe.to() did not move it
+    if speed.compile and speed.step_cache:
+        log.warning("step cache and compile don't combine (the cache switches the UNet's graph each step); "
+                    "compile is skipped")
+    elif speed.compile:
+        compile_unet(pipe, speed, device)  # after offload hooks, around the final module
+    release_freed_memory()  # conversion buffers of the load
+    load_s = time.perf_counter() - started
+    log.info("loaded %s (%s) on %s in %s in %.1f s", reference, loaded.family, device, dtype, load_s)
+    extras = {"VAE": settings.vae and Path(settings.vae).name, "Lora": infotext_value(loras), **approximations(speed)}
+    return ReadyModel(loaded, checker, extractor, base_scheduler_config, extras, load_s)
+
+
+def approximations(speed: SpeedOptions) -> dict[str, Any]:
+    """The engine options that change the picture, so that the infotext says how it was made (sdart's own keys:
+    A1111 has none for these)."""
+    return {
+        "Step cache": speed.step_cache or None,
+        "Token downsampling": speed.token_downsampling if speed.token_downsampling > 1 else None,
+        "Weights": "int8" if speed.quantize == "int8" else None,
+    }
+
+
+def quiet_libraries() -> None:
+    """diffusers and transformers log config notes users can't act on, and draw their own loading bars."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
