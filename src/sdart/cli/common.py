@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -82,5 +83,39 @@ def cancel_on_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (a test's capture, a redirected stream), not the one it was
+    created with."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+# Libraries that log on their own handlers: their notes (the hub's five "Retrying in 1s" lines before sdart's own
+# message about being offline, config remarks) are for debugging, not for the user's terminal.
+LIBRARY_LOGGERS = ("huggingface_hub", "diffusers", "transformers", "accelerate", "urllib3", "httpx", "torch")
+
+
 def configure_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Set up logging once, for the command line: sdart's own warnings (all of its messages with --debug) on
+    stderr, each line once; the libraries' only with --debug. Idempotent, so tests and a second command in the same
+    process don't stack handlers."""
+    import huggingface_hub.utils.logging  # noqa: F401 - its import installs its handler and level: set ours after
+
+    sdart_log = logging.getLogger("sdart")
+    if not any(isinstance(h, _StderrHandler) for h in sdart_log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        sdart_log.addHandler(handler)
+    sdart_log.setLevel(logging.DEBUG if debug else logging.WARNING)
+    sdart_log.propagate = False
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.setLevel(logging.INFO if debug else logging.ERROR)
+        # huggingface_hub has its own stderr handler and also propagates: with a root handler, each line twice.
+        library.propagate = not library.handlers

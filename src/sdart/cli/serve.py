@@ -1,4 +1,4 @@
-"""The `sdart serve` command (registered in sdart.cli); heavy imports happen inside, so `sdart --help` stays fast."""
+"""The `sdart serve` command: settings from the flags, then the HTTP server (or the server on Ray Serve)."""
 
 from __future__ import annotations
 

@@ -275,7 +275,7 @@ def start_serve(settings: Settings, scale: ServeScale, *, blocking: bool = False
 
 
 def app_builder(args: dict[str, Any]):
-    """For `serve run sdart.ray_runner:app_builder replicas=2 model=…` or a Serve config file's import_path.
+    """For `serve run sdart.server.ray:app_builder replicas=2 model=…` or a Serve config file's import_path.
 
     `args` are Settings fields (model, device, data_dir, …) plus replicas, min_replicas, max_replicas,
     gpus_per_replica, cpus_per_replica.

@@ -1,4 +1,4 @@
-"""Device and precision choice, memory modes and speed settings for a loaded pipeline."""
+"""Device and precision choice: cuda > mps > cpu, and bf16 on CPUs that run it natively."""
 
 from __future__ import annotations
 
