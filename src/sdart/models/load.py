@@ -1,4 +1,4 @@
-"""Model references → loaded diffusers pipelines (streamed, int8 on the way in where asked), hashed as A1111 hashes them."""
+"""Model references → loaded diffusers pipelines (streamed, int8 on the way in where asked), hashed as A1111 does.
 
 A reference is one of:
 - `builtin:NAME`: a model bundled with sdart (`sdart/builtin/NAME`, a diffusers folder);
