@@ -8,14 +8,16 @@ from sdart.sampling.samplers import SAMPLERS, find_sampler
 
 def test_defaults_are_what_users_expect():
     r = GenerationRequest(prompt="a fox")
-    assert (r.steps, r.cfg_scale, r.seed, r.sampler_name, r.batch_size, r.n_iter) == (25, 7.0, -1, "DPM++ 2M Karras", 1, 1)
+    assert (r.steps, r.cfg_scale, r.seed, r.sampler_name, r.batch_size, r.n_iter) == (25, 7.0, -1, "DPM++ 2M", 1, 1)
+    assert r.scheduler == "Automatic"  # for DPM++ 2M: Karras, as in A1111 1.10
     assert r.width is None and r.height is None  # the model's native size
 
 
 def test_a1111_aliases_and_sampler_spellings_are_accepted():
     r = GenerationRequest.parse({"prompt": "x", "sampler": "k_euler_a", "batch_count": 3, "guidance_scale": 5})
     assert (r.sampler_name, r.n_iter, r.cfg_scale) == ("Euler a", 3, 5.0)
-    assert GenerationRequest.parse(sampler_name="dpm++ 2m karras").sampler_name == "DPM++ 2M Karras"
+    combined = GenerationRequest.parse(sampler_name="dpm++ 2m karras")  # A1111 < 1.9 spelling
+    assert (combined.sampler_name, combined.scheduler) == ("DPM++ 2M", "Karras")
 
 
 def test_every_sampler_name_round_trips():
@@ -35,9 +37,10 @@ BAD_INPUTS = [
     ({"steps": "many"}, "steps", "valid integer"),
     ({"cfg_scale": math.nan}, "cfg_scale", "finite"),
     ({"cfg_scale": -1}, "cfg_scale", "greater than or equal to 0"),
-    ({"sampler_name": "Euler b"}, "sampler_name", "valid names: DPM++ 2M, DPM++ 2M Karras"),
+    ({"sampler_name": "Euler b"}, "sampler_name", "valid names: DPM++ 2M, DPM++ SDE"),
     ({"scheduler": "Quadratic"}, "scheduler", "valid types: Automatic, Uniform, Karras"),
-    ({"sampler_name": "Euler a", "scheduler": "Karras"}, "request", "fixed schedule"),
+    ({"sampler_name": "PLMS", "scheduler": "Karras"}, "request", "fixed timestep grid"),
+    ({"sampler_name": "DPM++ 2M Karras", "scheduler": "Exponential"}, "request", "give the schedule type once"),
     ({"seed": -2}, "seed", "greater than or equal to -1"),
     ({"seed": 2**40}, "seed", "less than or equal to 4294967295"),
     ({"batch_size": 0}, "batch_size", "greater than or equal to 1"),

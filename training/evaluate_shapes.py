@@ -41,9 +41,11 @@ def load_pipeline(model: Path | str, device: str = "cpu"):
 
 def set_sampler(pipe, name: str) -> None:
     """The scheduler sdart builds for this A1111 sampler name, from the folder's own scheduler config."""
-    from sdart.sampling.samplers import find_sampler, make_scheduler
+    from sdart.sampling.build import make_scheduler
+    from sdart.sampling.samplers import parse_sampler_name
 
-    pipe.scheduler = make_scheduler(find_sampler(name), getattr(pipe, "base_scheduler_config", pipe.scheduler.config))
+    sampler, schedule = parse_sampler_name(name)  # "DPM++ 2M Karras": DPM++ 2M on Karras
+    pipe.scheduler = make_scheduler(sampler, getattr(pipe, "base_scheduler_config", pipe.scheduler.config), schedule)
 
 
 def generate(pipe, prompts: list[str], seeds: list[int], guidance: float, steps: int, device: str = "cpu") -> np.ndarray:

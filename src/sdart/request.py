@@ -20,7 +20,13 @@ from pydantic import (
     model_validator,
 )
 
-from sdart.sampling.samplers import DEFAULT_SAMPLER, effective_schedule, find_sampler, find_schedule_type
+from sdart.sampling.samplers import (
+    DEFAULT_SAMPLER,
+    effective_schedule,
+    find_sampler,
+    find_schedule_type,
+    parse_sampler_name,
+)
 
 MAX_SEED = 2**32 - 1  # A1111 and most UIs treat seeds as unsigned 32-bit integers.
 MAX_SIDE = 4096
@@ -79,6 +85,32 @@ class GenerationRequest(BaseModel):
     mask: str | None = None
     mask_blur: int = Field(4, ge=0, le=64)
     inpainting_mask_invert: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_combined_sampler_name(cls, data: Any) -> Any:
+        """"DPM++ 2M Karras" is sampler "DPM++ 2M" on schedule type "Karras", as A1111 ≥1.9 reads it."""
+        if not isinstance(data, dict):
+            return data
+        name_key = next((key for key in ("sampler_name", "sampler") if key in data), None)
+        if name_key is None or not isinstance(data[name_key], str):
+            return data
+        try:
+            sampler, implied = parse_sampler_name(data[name_key])
+        except ValueError:
+            return data  # the field check names it
+        if implied is None:
+            return data
+        schedule_key = next((key for key in ("scheduler", "schedule_type") if key in data), "scheduler")
+        given = data.get(schedule_key)
+        try:
+            given_label = find_schedule_type(given) if isinstance(given, str) else None
+        except ValueError:
+            return data  # the field check names it
+        if given_label not in (None, "Automatic", implied):
+            raise ValueError(f"scheduler: sampler_name {data[name_key]!r} names schedule type {implied!r}, but "
+                             f"scheduler is {given!r}; give the schedule type once")
+        return {**data, name_key: sampler.name, schedule_key: implied}
 
     @field_validator(*PICTURE_FIELDS)
     @classmethod

@@ -35,13 +35,21 @@ def info(
 
 
 def samplers() -> None:
-    """List the sampler names (A1111 spelling) and schedule types."""
+    """List the sampler names (A1111 spelling), what "Automatic" means for each, and the schedule types."""
     from sdart.sampling.samplers import SAMPLERS, SCHEDULE_TYPES
 
+    out.print(f"{'sampler':<19} {'Automatic':<15} aliases", highlight=False)
     for s in SAMPLERS:
-        out.print(f"{s.name:<22} {s.scheduler_class:<34} {', '.join(s.aliases)}", highlight=False)
-    out.print(f"\nschedule types: {', '.join(SCHEDULE_TYPES)}", highlight=False)
-
+        automatic = s.automatic if s.automatic != "Automatic" else "own grid" if s.takes_schedules else "own grid only"
+        out.print(f"{s.name:<19} {automatic:<15} {', '.join(s.aliases)}", highlight=False)
+        if s.alias_of:
+            out.print(f"{'':<19} runs as {s.alias_of}: {s.note}", highlight=False)
+    out.print("\nAutomatic: the schedule type a sampler takes when none is given; 'own grid': its scheduler's "
+              "timesteps (other schedule types apply too); 'own grid only': no other schedule type applies.",
+              highlight=False)
+    labels = ", ".join(f"{t.label} ({t.name})" for t in SCHEDULE_TYPES.values())
+    out.print(f"schedule types: {labels}", highlight=False)
+    out.print("A schedule type may end a sampler name: 'DPM++ 2M Karras' is DPM++ 2M on Karras.", highlight=False)
 
 
 def models() -> None:

@@ -18,8 +18,8 @@ Steps = Annotated[Optional[int], typer.Option("--steps", "-s", help="Denoising s
 CfgScale = Annotated[Optional[float], typer.Option("--cfg", "--cfg-scale", help="Guidance scale \\[default: 7].")]
 Width = Annotated[Optional[int], typer.Option("--width", "-W", help="Width in pixels, a multiple of 8 \\[default: the model's size].")]
 Height = Annotated[Optional[int], typer.Option("--height", "-H", help="Height in pixels, a multiple of 8 \\[default: the model's size].")]
-Sampler = Annotated[Optional[str], typer.Option("--sampler", help="A1111 sampler name \\[default: DPM++ 2M Karras]; see `sdart samplers`.")]
-Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="A1111 schedule type: Automatic, Karras, Exponential, …")]
+Sampler = Annotated[Optional[str], typer.Option("--sampler", help="A1111 sampler name, optionally ending in a schedule type ('Euler a Karras') \\[default: DPM++ 2M]; see `sdart samplers`.")]
+Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="A1111 schedule type: Automatic (the sampler's own: Karras for DPM++ 2M), Karras, Exponential, SGM Uniform, Align Your Steps, …")]
 ClipSkip = Annotated[Optional[int], typer.Option("--clip-skip", help="Stop the text encoder this many layers early (1 = last layer).")]
 
 # How and where the model runs (sdart.settings.Settings).

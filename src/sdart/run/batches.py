@@ -17,7 +17,8 @@ from sdart.run.infotext import infotext_for
 from sdart.run.postprocess import check_safety, composite_through_mask
 from sdart.run.progress import GenerationCancelled, StepCallback, StepProgress
 from sdart.run.result import Batch
-from sdart.sampling.samplers import find_sampler, make_scheduler
+from sdart.sampling.build import make_scheduler
+from sdart.sampling.samplers import find_sampler
 from sdart.speed.memory import release_freed_memory
 from sdart.speed.stepcache import reset_step_cache
 
@@ -53,7 +54,7 @@ class Run:
         request = self.request
         # The model's training schedule, stepped the way the A1111 sampler name says.
         self.pipe.scheduler = make_scheduler(find_sampler(request.sampler_name), self.ready.base_scheduler_config,
-                                             request.scheduler)
+                                             request.scheduler, family=self.ready.loaded.family)
         for iteration in range(request.n_iter):
             if self.is_cancelled():
                 raise GenerationCancelled()

@@ -193,6 +193,6 @@ def models(server: ServerDep) -> list[dict[str, Any]]:
 
 @router.get("/samplers", summary="Sampler names and schedule types")
 def samplers() -> dict[str, Any]:
-    return {"samplers": [{"name": s.name, "aliases": list(s.aliases), "default_schedule": s.default_schedule,
-                          "schedules": s.sigma_schedules} for s in SAMPLERS],
+    return {"samplers": [{"name": s.name, "aliases": list(s.aliases), "default_schedule": s.automatic,
+                          "schedules": s.takes_schedules, "alias_of": s.alias_of, "note": s.note} for s in SAMPLERS],
             "schedule_types": list(SCHEDULE_TYPES)}
