@@ -102,13 +102,12 @@ class DPMSolverMultistepOnSigmas(SigmaScheduleMixin, DPMSolverMultistepScheduler
 
 
 class UniPCOnSigmas(SigmaScheduleMixin, UniPCMultistepScheduler):
-    """UniPC on sdart's sigmas, ending at the model's smallest sigma as A1111's UniPC does: a last step to sigma 0
-    gives A1111's variant (bh1, order 3) an infinite log-SNR step and NaNs."""
+    """UniPC on sdart's sigmas, down to 0 with the bh2 variant: A1111's bh1 (its UniPC ends at sigma_min, on its
+    own grid) turns a last step to sigma 0, an infinite log-SNR step, into NaNs."""
 
-    def set_timesteps(self, num_inference_steps=None, device=None, *args, **kwargs):
-        super().set_timesteps(num_inference_steps, device, *args, **kwargs)
-        if self.sigma_schedule is not None and float(self.sigmas[-1]) == 0.0:
-            self.sigmas[-1] = ModelSigmas(_alphas_cumprod(self)).sigma_min
+    @classmethod
+    def schedule_options(cls, ends_at_zero: bool) -> dict:
+        return super().schedule_options(ends_at_zero) | {"solver_type": "bh2"}
 
 
 class EulerAncestralOnSigmas(EulerAncestralDiscreteScheduler):

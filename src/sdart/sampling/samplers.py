@@ -134,7 +134,8 @@ SAMPLERS: tuple[Sampler, ...] = (
     Sampler("UniPC", "UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh1", "lower_order_final": True,
                                                  "timestep_spacing": "linspace", "final_sigmas_type": "sigma_min"},
             ("unipc",), on_sigmas="UniPCMultistepScheduler",
-            algorithm="UniPC, Zhao et al. 2023 arXiv:2302.04867 (A1111's defaults: order 3, bh1, time-uniform)"),
+            algorithm="UniPC, Zhao et al. 2023 arXiv:2302.04867 (A1111's defaults: order 3, bh1, time-uniform; "
+                      "bh2 on a schedule type)"),
     Sampler("LCM", "LCMScheduler", aliases=("k_lcm", "lcm"), on_sigmas="LCMScheduler",
             algorithm="latent consistency multistep sampling, Luo et al. 2023 arXiv:2310.04378"),
     # DEIS's Karras path in diffusers 0.42 ends on a zero-length step (its last sigma repeated), so it keeps its grid
