@@ -36,7 +36,8 @@ def test_generate_writes_pngs_with_a1111_parameters(tiny, tmp_path):
     assert [os.path.basename(p) for p in paths] == ["00001-42.png", "00002-43.png"]
     parsed = parse_infotext(read_infotext(paths[1]))
     assert parsed.prompt == "a watercolor fox, in the snow: dusk" and parsed.negative_prompt == "blurry"
-    assert parsed.params["Seed"] == "43" and parsed.params["Sampler"] == "DPM++ 2M Karras"
+    assert parsed.params["Seed"] == "43" and parsed.params["Sampler"] == "DPM++ 2M"
+    assert parsed.params["Schedule type"] == "Karras"  # what Automatic is for DPM++ 2M, written as A1111 writes it
     assert report["timings"]["per_image_s"] > 0 and report["cancelled"] is False
 
 
@@ -63,7 +64,7 @@ def test_from_reproduces_identical_pixels_and_accepts_overrides(tiny, tmp_path):
 def test_info_prints_and_parses(tiny, tmp_path):
     sdart("generate", "a fox, 🦊", *tiny, "--seed", 9, "-o", tmp_path)
     plain = sdart("info", tmp_path / "00001-9.png")
-    assert plain.exit_code == 0 and plain.stdout.startswith("a fox, 🦊\nSteps: 2, Sampler: DPM++ 2M Karras")
+    assert plain.exit_code == 0 and plain.stdout.startswith("a fox, 🦊\nSteps: 2, Sampler: DPM++ 2M, Schedule type: Karras")
     data = json.loads(sdart("info", tmp_path / "00001-9.png", "--json").stdout)
     assert data["request"]["seed"] == 9 and data["prompt"] == "a fox, 🦊"
 
@@ -77,7 +78,7 @@ BAD = [
     (["--seed", -5], "seed = -5"),
     (["-n", 0], "n_iter = 0"),
     (["--batch-size", 1000], "batch_size = 1000"),
-    (["--scheduler", "Karras", "--sampler", "DDIM"], "fixed schedule"),
+    (["--scheduler", "Karras", "--sampler", "PLMS"], "fixed timestep grid"),
     (["--dtype", "float8"], "dtype = 'float8'"),
     (["--token-downsampling", 9], "token_downsampling = 9"),
     (["--step-cache", 1], "step cache interval = 1"),
@@ -139,7 +140,8 @@ def test_help_lists_commands_and_main_options():
     options = sdart("generate", "--help").stdout
     for option in ("--steps", "--cfg", "--seed", "--sampler", "--model", "--from", "--memory", "--json"):
         assert option in options
-    assert "DPM++ 2M Karras" in sdart("samplers").stdout
+    listing = sdart("samplers").stdout
+    assert "DPM++ 3M SDE" in listing and "runs as Heun" in listing and "Align Your Steps (align_your_steps)" in listing
     # rich markup must not swallow bracketed defaults
     flat = " ".join(options.split())
     assert "[default: 25]" in flat and "[default: outputs]" in flat

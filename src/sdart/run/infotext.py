@@ -8,6 +8,7 @@ from typing import Any
 from sdart.images.infotext import format_infotext
 from sdart.models.load import LoadedModel
 from sdart.request import GenerationRequest
+from sdart.sampling.samplers import effective_schedule, find_sampler
 from sdart.version import __version__
 
 
@@ -26,7 +27,8 @@ def infotext_for(request: GenerationRequest, seed: int, *, model: LoadedModel, m
         negative_prompt=request.negative_prompt,
         steps=request.steps,
         sampler_name=request.sampler_name,
-        scheduler=request.scheduler,
+        # what Automatic resolved to (Karras for DPM++ 2M), as A1111 writes it; a timestep sampler's own grid is omitted
+        scheduler=effective_schedule(find_sampler(request.sampler_name), request.scheduler),
         cfg_scale=request.cfg_scale,
         seed=seed,
         width=request.width,

@@ -224,7 +224,7 @@ async function init() {
   }
   if (samplers.ok) {
     $("sampler_name").replaceChildren(...samplers.body.samplers.map((s) => new Option(s.name, s.name)));
-    $("sampler_name").value = "DPM++ 2M Karras";
+    $("sampler_name").value = "DPM++ 2M";  // A1111's default; its Automatic schedule is Karras
   }
   $("generate-form").addEventListener("submit", generate);
   $("generate-form").addEventListener("keydown", (e) => {
