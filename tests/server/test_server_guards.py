@@ -62,6 +62,10 @@ MALFORMED = [
      "sd_model_checkpoint"),
     ("job id not hex", "GET", "/api/v1/jobs/not-an-id", None, 422, "job_id"),
     ("job id unknown", "DELETE", "/api/v1/jobs/" + "0" * 32, None, 404, "job_id"),
+    ("cancel unknown job", "POST", "/api/v1/jobs/" + "0" * 32 + "/cancel", None, 404, "job_id"),
+    ("history text too long", "GET", "/api/v1/jobs?q=" + "x" * 201, None, 422, "q"),
+    ("switch to an unknown model", "POST", "/api/v1/model", {"name": "../../x.ckpt"}, 422, "name"),
+    ("png info of no picture", "POST", "/api/v1/png-info", {"image": "bm90IGEgcGljdHVyZQ=="}, 422, "image"),
     ("image id path traversal", "GET", "/api/v1/images/..%2F..%2Fjobs.sqlite3", None, 422, "image_id"),
     ("image id absolute path", "GET", "/api/v1/images/%2Fetc%2Fpasswd", None, 422, "image_id"),
     ("image id unknown", "GET", "/api/v1/images/" + "f" * 32, None, 404, "image_id"),
@@ -119,7 +123,7 @@ def test_full_queue_answers_429_with_retry_after(strict_server):
     assert response.status_code == 429 and int(response.headers["retry-after"]) > 0
     assert "queue is full" in response.json()["detail"][0]["msg"]
     for job_id in [*queued, running]:
-        strict_server.client.delete(f"/api/v1/jobs/{job_id}")
+        strict_server.client.post(f"/api/v1/jobs/{job_id}/cancel")
     assert strict_server.wait(running)["status"] == "cancelled"
     assert strict_server.client.post("/api/v1/jobs", json=OK).status_code == 202
 

@@ -67,9 +67,9 @@ def test_cancel_queued_job_and_running_job(live_server):
     after = live_server.submit(prompt="runs after the cancels", steps=2)
     live_server.wait(running, until=lambda job: job["status"] == "running" and (job["step"] or 0) >= 2)
 
-    response = live_server.client.delete(f"/api/v1/jobs/{queued}")
+    response = live_server.client.post(f"/api/v1/jobs/{queued}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    response = live_server.client.delete(f"/api/v1/jobs/{running}")
+    response = live_server.client.post(f"/api/v1/jobs/{running}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelling"
 
     stopped = live_server.wait(running, timeout=10)
@@ -79,7 +79,7 @@ def test_cancel_queued_job_and_running_job(live_server):
     # The worker goes on with the next job.
     assert live_server.wait(after)["status"] == "succeeded"
     # Cancelling a finished job changes nothing.
-    response = live_server.client.delete(f"/api/v1/jobs/{after}")
+    response = live_server.client.post(f"/api/v1/jobs/{after}/cancel")
     assert response.json()["status"] == "succeeded" and live_server.job(after)["status"] == "succeeded"
 
 
@@ -115,7 +115,7 @@ def test_live_preview_while_running_and_none_before_or_after(live_server):
     assert response.headers["cache-control"] == "no-store"
     assert Image.open(io.BytesIO(response.content)).size == (8, 8)  # latent size: 64 px / 8
     assert live_server.client.get(f"/api/v1/jobs/{queued}/preview").status_code == 204  # not started
-    live_server.client.delete(f"/api/v1/jobs/{running}")
+    live_server.client.post(f"/api/v1/jobs/{running}/cancel")
     live_server.wait(running)
     assert live_server.client.get(f"/api/v1/jobs/{running}/preview").status_code == 204  # ended
     unknown = "0" * 32

@@ -9,6 +9,8 @@ import typer
 
 from sdart.cli import options as o
 
+SHUTDOWN_GRACE_S = 5  # seconds a stopping server waits for open responses (event streams) before closing them
+
 
 def serve(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to load \\[env: SDART_MODEL]."),
@@ -79,4 +81,7 @@ def serve(
         app = create_app(settings, engine)
         err.print(f"[green]sdart[/] serving {engine.reference} on http://{settings.host}:{settings.port}/ "
                   f"(API docs: /docs; data: {settings.data_dir})", highlight=False)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=debug)
+        # Event streams never end by themselves (a page follows the server's stream for as long as it is open):
+        # without a grace limit, one open page would keep a stopping server waiting forever.
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=debug,
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S)

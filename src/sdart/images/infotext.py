@@ -96,19 +96,10 @@ class Infotext:
     params: dict[str, str] = field(default_factory=dict)
 
     def request_fields(self) -> dict[str, Any]:
-        """The GenerationRequest fields these parameters set (unknown keys are left out)."""
+        """The GenerationRequest fields these parameters set (unknown keys are left out: see `unapplied`)."""
         p = self.params
         fields: dict[str, Any] = {"prompt": self.prompt, "negative_prompt": self.negative_prompt}
-        conversions = {
-            "Steps": ("steps", int),
-            "Sampler": ("sampler_name", str),
-            "Schedule type": ("scheduler", str),
-            "CFG scale": ("cfg_scale", float),
-            "Seed": ("seed", int),
-            "Clip skip": ("clip_skip", int),
-            "Denoising strength": ("denoising_strength", float),
-        }
-        for key, (name, convert) in conversions.items():
+        for key, (name, convert) in _REQUEST_KEYS.items():
             if key in p:
                 try:
                     fields[name] = convert(p[key])
@@ -117,6 +108,27 @@ class Infotext:
         if size := _SIZE.match(p.get("Size", "")):
             fields["width"], fields["height"] = int(size.group(1)), int(size.group(2))
         return fields
+
+    def unapplied(self) -> dict[str, str]:
+        """The parameters `request_fields` does not turn into a field, but for those that only describe the
+        picture (DESCRIPTIVE_KEYS)."""
+        used = {*_REQUEST_KEYS, "Size", *DESCRIPTIVE_KEYS}
+        return {key: value for key, value in self.params.items() if key not in used}
+
+
+# Infotext key → (GenerationRequest field, conversion); "Size" gives width and height.
+_REQUEST_KEYS: dict[str, tuple[str, type]] = {
+    "Steps": ("steps", int),
+    "Sampler": ("sampler_name", str),
+    "Schedule type": ("scheduler", str),
+    "CFG scale": ("cfg_scale", float),
+    "Seed": ("seed", int),
+    "Clip skip": ("clip_skip", int),
+    "Denoising strength": ("denoising_strength", float),
+}
+# Keys that say how a picture was made without being a setting to repeat: the model's hash (the name is in
+# "Model"), the program's version, and a batch image's place in its batch (its own Seed already repeats it).
+DESCRIPTIVE_KEYS = frozenset({"Model hash", "Version", "Batch size", "Batch pos"})
 
 
 def parse_infotext(text: str) -> Infotext:

@@ -111,4 +111,5 @@ def _queue(server: Server, request: GenerationRequest, source: str) -> Job:
         raise FieldErrors.one(("body",), None, f"the queue is full ({server.settings.max_queue} jobs waiting); "
                               f"retry in {RETRY_AFTER_S} s", status=429, headers={"Retry-After": str(RETRY_AFTER_S)})
     server.worker.notify()
+    server.hub.publish(job.id, {"event": "queued", "source": source, "position": server.store.position(job)})
     return job

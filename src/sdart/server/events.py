@@ -2,6 +2,9 @@
 
 Progress is kept in memory only: steps come many times a second and are worthless after a restart, while the
 job's state that matters (status, images, error) is in the store.
+
+Listeners follow one job, or every job (`subscribe_all`: the web page's queue view, other clients' jobs included),
+which also hears server-wide events (`broadcast`: a model switch).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-Event = dict[str, Any]  # {"event": "started" | "progress" | "image" | "done", ...}
+Event = dict[str, Any]  # {"event": "queued" | "started" | "progress" | "image" | "done" | "deleted", ...}
+EVERY_JOB = ""  # the listener key of subscribe_all (job ids are 32 hex digits, never empty)
 
 
 @dataclass
@@ -34,6 +38,11 @@ class EventHub:
             self._listeners[job_id].append(listener)
         return listener.queue
 
+    def subscribe_all(self) -> asyncio.Queue[Event]:
+        """Every job's events, each with its job id under "job", and the server-wide ones (pair with
+        unsubscribe(EVERY_JOB, queue))."""
+        return self.subscribe(EVERY_JOB)
+
     def unsubscribe(self, job_id: str, queue: asyncio.Queue[Event]) -> None:
         with self._lock:
             listeners = [item for item in self._listeners.get(job_id, []) if item.queue is not queue]
@@ -50,12 +59,24 @@ class EventHub:
             elif event["event"] == "done":
                 self._progress.pop(job_id, None)
             listeners = list(self._listeners.get(job_id, []))
-        for listener in listeners:
-            try:
-                listener.loop.call_soon_threadsafe(listener.queue.put_nowait, event)
-            except RuntimeError:  # that listener's loop is closed: the server is shutting down
-                pass
+            everyone = list(self._listeners.get(EVERY_JOB, []))
+        _deliver(listeners, event)
+        _deliver(everyone, {**event, "job": job_id})
+
+    def broadcast(self, event: Event) -> None:
+        """A server-wide event (no job) for the listeners of every job."""
+        with self._lock:
+            everyone = list(self._listeners.get(EVERY_JOB, []))
+        _deliver(everyone, event)
 
     def progress(self, job_id: str) -> Event | None:
         with self._lock:
             return self._progress.get(job_id)
+
+
+def _deliver(listeners: list[_Listener], event: Event) -> None:
+    for listener in listeners:
+        try:
+            listener.loop.call_soon_threadsafe(listener.queue.put_nowait, event)
+        except RuntimeError:  # that listener's loop is closed: the server is shutting down
+            pass

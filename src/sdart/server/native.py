@@ -94,8 +94,10 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="only jobs whose prompt or negative prompt holds "
+                                                                "this text")] = None,
 ) -> dict[str, Any]:
-    jobs, total = server.store.history(limit, offset, status)
+    jobs, total = server.store.history(limit, offset, status, q)
     following = offset + len(jobs)
     return {"jobs": [job_view(server, job) for job in jobs], "total": total,
             "next_offset": following if following < total else None}
@@ -106,7 +108,7 @@ def get_job(job_id: JobId, server: ServerDep) -> dict[str, Any]:
     return job_view(server, find_job(server, job_id))
 
 
-@router.delete("/jobs/{job_id}", summary="Cancel a job")
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
 def cancel_job(job_id: JobId, server: ServerDep) -> dict[str, Any]:
     """A queued job leaves the queue; a running one stops after its current step, keeping finished images."""
     if server.store.cancel_queued(job_id):
@@ -143,9 +145,9 @@ async def _event_stream(server: Server, job_id: str) -> AsyncIterator[str]:
     queue = server.hub.subscribe(job_id)  # before reading the state, so no event falls in between
     try:
         job = find_job(server, job_id)
-        yield _sse("status", job_view(server, job))
+        yield sse("status", job_view(server, job))
         if job.finished:
-            yield _sse("done", {"status": job.status, "error": job.error,
+            yield sse("done", {"status": job.status, "error": job.error,
                                 "images": [r.id for r in server.store.images(job_id)]})
             return
         while True:
@@ -155,14 +157,14 @@ async def _event_stream(server: Server, job_id: str) -> AsyncIterator[str]:
                 yield ": keep-alive\n\n"
                 continue
             name = event["event"]
-            yield _sse(name, {key: value for key, value in event.items() if key != "event"})
-            if name == "done":
+            yield sse(name, {key: value for key, value in event.items() if key != "event"})
+            if name in ("done", "deleted"):
                 return
     finally:
         server.hub.unsubscribe(job_id, queue)
 
 
-def _sse(event: str, data: dict[str, Any]) -> str:
+def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
@@ -189,6 +191,13 @@ def health(server: ServerDep, response: Response) -> dict[str, Any]:
 @router.get("/models", summary="Models this server can run")
 def models(server: ServerDep) -> list[dict[str, Any]]:
     return [{"name": e.name, "loaded": e.loaded, "hash": e.hash} for e in server.catalog.entries()]
+
+
+@router.get("/request-schema", summary="The job request's fields: JSON Schema with defaults and limits")
+def request_schema() -> dict[str, Any]:
+    """What POST /jobs accepts on this server, so that a client offers only fields the server knows (a field it
+    does not know is refused with 422)."""
+    return GenerationRequest.model_json_schema()
 
 
 @router.get("/samplers", summary="Sampler names and schedule types")

@@ -203,14 +203,59 @@ class JobStore:
             rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         return {status: 0 for status in ("queued", "running", "succeeded", "failed", "cancelled")} | dict(rows)
 
-    def history(self, limit: int, offset: int = 0, status: str | None = None) -> tuple[list[Job], int]:
-        """Jobs newest first, and how many there are in all."""
-        where, args = ("WHERE status = ?", [status]) if status else ("", [])
+    def history(self, limit: int, offset: int = 0, status: str | None = None,
+                text: str | None = None) -> tuple[list[Job], int]:
+        """Jobs newest first, and how many there are in all; `text` keeps those whose prompt or negative prompt
+        holds it (case-insensitive for ASCII, as SQLite's LIKE)."""
+        clauses, args = [], []
+        if status:
+            clauses.append("status = ?")
+            args.append(status)
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            clauses.append("(json_extract(request, '$.prompt') LIKE ? ESCAPE '\\'"
+                           " OR json_extract(request, '$.negative_prompt') LIKE ? ESCAPE '\\')")
+            args += [pattern, pattern]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
             rows = self._db.execute(f"SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
                                     (*args, limit, offset)).fetchall()
             (total,) = self._db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()
         return [_job(row) for row in rows], total
+
+    def waiting(self) -> list[Job]:
+        """The queue as it will run: running jobs first, then queued ones oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs WHERE status IN ('running', 'queued') "
+                                    "ORDER BY status = 'queued', seq").fetchall()
+        return [_job(row) for row in rows]
+
+    # --- removal -----------------------------------------------------------------------------------------
+
+    def delete_finished(self, job_id: str) -> tuple[Job | None, list[str]]:
+        """Remove a finished job and its image records in one transaction; returns the job as it was and its
+        image file names (the caller removes the files). A job still queued or running is left alone, and so is
+        an unknown id (None)."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["status"] not in FINISHED:
+                return (_job(row) if row else None), []
+            filenames = [r[0] for r in db.execute("SELECT filename FROM images WHERE job_id = ?", (job_id,))]
+            db.execute("DELETE FROM images WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        return _job(row), filenames
+
+    def pictures_in_use(self, paths: set[str]) -> set[str]:
+        """Which of these stored uploads some job's request still names (as init_image or mask)."""
+        if not paths:
+            return set()
+        marks = ", ".join("?" * len(paths))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT json_extract(request, '$.init_image'), json_extract(request, '$.mask') FROM jobs "
+                f"WHERE json_extract(request, '$.init_image') IN ({marks}) OR json_extract(request, '$.mask') IN ({marks})",
+                (*paths, *paths)).fetchall()
+        return {value for row in rows for value in row if value in paths}
 
     # --- images ------------------------------------------------------------------------------------------
 
