@@ -28,7 +28,7 @@ def free_port() -> int:
 class ServerProcess:
     """One `sdart serve` subprocess. `url` is its base URL; `client` an httpx client bound to it."""
 
-    def __init__(self, model_dir: Path, data_dir: Path, log_path: Path, *args: str, env: dict[str, str] | None = None,
+    def __init__(self, model_dir: Path | str, data_dir: Path, log_path: Path, *args: str, env: dict[str, str] | None = None,
                  headers: dict[str, str] | None = None):
         self.model_dir = model_dir
         self.data_dir = data_dir
@@ -144,15 +144,27 @@ def make_server(tiny_model_dir, tmp_path) -> Iterator:
     started: list[ServerProcess] = []
 
     def make(*args: str, env: dict[str, str] | None = None, headers: dict[str, str] | None = None,
-             data_dir: Path | None = None) -> ServerProcess:
-        server = ServerProcess(tiny_model_dir, data_dir or tmp_path / "data", tmp_path / f"server{len(started)}.log",
-                               *args, env=env, headers=headers)
+             data_dir: Path | None = None, model: str | Path | None = None) -> ServerProcess:
+        server = ServerProcess(model or tiny_model_dir, data_dir or tmp_path / "data",
+                               tmp_path / f"server{len(started)}.log", *args, env=env, headers=headers)
         started.append(server)
         return server
 
     yield make
     for server in started:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def shapes_server(tiny_model_dir, tmp_path_factory) -> Iterator[ServerProcess]:
+    """The bundled shapes model (64 px pictures that follow the prompt), with the tiny model as a second one to
+    switch to."""
+    root = tmp_path_factory.mktemp("shapes")
+    server = ServerProcess("builtin:shapes", root / "data", root / "server.log",
+                           env={"SDART_EXTRA_MODELS": json.dumps([str(tiny_model_dir)])})
+    server.start()
+    yield server
+    server.close()
 
 
 API_KEY = "test-key-0123"
@@ -175,3 +187,59 @@ def strict_server(tiny_model_dir, tmp_path_factory) -> Iterator[ServerProcess]:
     server.start()
     yield server
     server.close()
+
+
+# --- the web page in Debian's chromium, driven by Playwright -------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+# Endpoints the page probes and hides its control for when they answer 404 (another part of the API may lack them).
+OPTIONAL_ENDPOINTS = ("/sdapi/v1/loras", "/sdapi/v1/embeddings", "/sdapi/v1/sd-vae", "/sdapi/v1/upscalers",
+                      "/sdapi/v1/latent-upscale-modes")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module (a new context per page keeps tests apart)."""
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian chromium: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser):
+    """open_page(url, before_load=None): a fresh browser context on the page, ready (body[data-ready]).
+    `page.errors` collects script errors (none may remain at the end of the test) and `page.failed_responses`
+    the refused requests other than optional-endpoint probes. `before_load(page)` runs first (route stubs)."""
+    pages = []
+
+    def open_(url: str, before_load=None):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.on("console", lambda message: message.type == "error" and not message.text.startswith(
+            "Failed to load resource") and page.errors.append(message.text))
+        page.failed_responses = []
+        base = url.split("/", 3)[:3]
+        page.on("response", lambda response: response.status >= 400 and not (
+            response.status == 404 and response.url.removeprefix("/".join(base)) in OPTIONAL_ENDPOINTS)
+            and page.failed_responses.append(f"{response.status} {response.url}"))
+        pages.append(page)
+        if before_load:
+            before_load(page)
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]")
+        return page
+
+    yield open_
+    errors = [error for page in pages for error in page.errors]
+    for page in pages:
+        page.context.close()
+    assert errors == [], f"errors in the page: {errors}"
