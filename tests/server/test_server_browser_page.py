@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,8 @@ def screenshot(page, name: str, selector: str | None = None, full_page: bool = F
     """A view for the docs: the page (or one part of it), as a user sees it."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     target = page.locator(selector) if selector else page
-    target.screenshot(path=str(SCREENSHOTS / f"{name}.png"), **({"full_page": True} if full_page else {}))
+    shot = Image.open(io.BytesIO(target.screenshot(**({"full_page": True} if full_page else {}))))
+    shot.convert("RGB").quantize(256).save(SCREENSHOTS / f"{name}.png", optimize=True)  # small for the repo
 
 
 def png_bytes(image: Image.Image, infotext: str | None = None) -> bytes:
@@ -184,6 +184,14 @@ def test_paint_a_mask_and_only_that_region_changes(page, tmp_path):
     page.click("#mask-clear")
     page.click("#generate")
     expect(page.locator('.field-error[data-for="mask"]')).to_contain_text("paint where to redraw")
+    # From the keyboard: the brush starts in the middle; an arrow moves it, Space paints a dab there.
+    page.focus("#mask-canvas")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Space")
+    dab = page.evaluate("""() => { const c = document.querySelector('#mask-canvas');
+        const at = (x, y) => c.getContext('2d').getImageData(x, y, 1, 1).data[3];
+        return [at(42, 32), at(10, 32)]; }""")
+    assert dab[0] == 255 and dab[1] == 0  # brush 20 px: centre at x = 32 + 10
 
 
 def test_a_dropped_png_fills_the_form_and_names_what_is_not_applied(page):
@@ -279,6 +287,15 @@ def test_queue_view_shows_other_clients_jobs_and_cancels_them(page, shapes_serve
     assert shapes_server.wait(waiting)["status"] == "succeeded"
     expect(page.locator("#queue-empty")).to_be_visible()
     expect(page.locator(f'.gallery-item[data-job="{waiting}"]')).to_be_visible()  # history noticed it too
+
+    # The history filtered by prompt text, then by status.
+    page.fill("#history-text", "from a script")
+    expect(page.locator(".gallery-item")).to_have_count(1)
+    expect(page.locator(f'.gallery-item[data-job="{running}"]')).to_contain_text("cancelled")
+    page.fill("#history-text", "")
+    page.select_option("#history-status", "cancelled")
+    expect(page.locator(f'.gallery-item[data-job="{waiting}"]')).to_have_count(0)
+    assert all("cancelled" in text for text in page.locator(".gallery-item .badge").all_inner_texts())
 
 
 def test_model_picker_switches_and_is_refused_while_a_job_runs(page, shapes_server, tiny_model_dir):

@@ -150,18 +150,24 @@ async def _event_stream(server: Server, job_id: str) -> AsyncIterator[str]:
             yield sse("done", {"status": job.status, "error": job.error,
                                 "images": [r.id for r in server.store.images(job_id)]})
             return
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-            except TimeoutError:
-                yield ": keep-alive\n\n"
-                continue
-            name = event["event"]
-            yield sse(name, {key: value for key, value in event.items() if key != "event"})
-            if name in ("done", "deleted"):
-                return
+        async for message in relay(queue, last=("done", "deleted")):
+            yield message
     finally:
         server.hub.unsubscribe(job_id, queue)
+
+
+async def relay(queue: asyncio.Queue, last: tuple[str, ...] = ()) -> AsyncIterator[str]:
+    """Hub events from `queue` as SSE messages, with a heartbeat when idle, up to an event named in `last`."""
+    while True:
+        try:
+            event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+        except TimeoutError:
+            yield ": keep-alive\n\n"
+            continue
+        name = event["event"]
+        yield sse(name, {key: value for key, value in event.items() if key != "event"})
+        if name in last:
+            return
 
 
 def sse(event: str, data: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ server-wide ones, so that a page sees other clients' jobs and its queue view sta
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -19,7 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from sdart.server.admission import Server
 from sdart.server.events import EVERY_JOB
-from sdart.server.native import HEARTBEAT_S, ServerDep, sse
+from sdart.server.native import ServerDep, relay, sse
 from sdart.version import __version__
 
 router = APIRouter(prefix="/api/v1")
@@ -40,12 +39,7 @@ async def _stream(server: Server) -> AsyncIterator[str]:
         yield f"retry: {RECONNECT_MS}\n\n"
         yield sse("hello", {"version": __version__, "model": server.engine.model.spec.name,
                             "queue": server.store.counts(), "started_at": STARTED_AT})
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-            except TimeoutError:
-                yield ": keep-alive\n\n"
-                continue
-            yield sse(event["event"], {key: value for key, value in event.items() if key != "event"})
+        async for message in relay(queue):
+            yield message
     finally:
         server.hub.unsubscribe(EVERY_JOB, queue)

@@ -140,7 +140,7 @@ function applyZoom() {
   image.classList.toggle("fit", zoom === "fit");
   const width = image.naturalWidth || shown?.request.width || 0;
   image.style.width = zoom === "fit" ? "" : `${width * zoom}px`;
-  $("lb-zoom").textContent = zoom === "fit" ? "Fit" : `${zoom * 100}%`;
+  $("lb-zoom").textContent = zoom === "fit" ? "fitted" : `${zoom * 100}%`;
   if (!image.complete) image.addEventListener("load", applyZoom, { once: true });
 }
 
