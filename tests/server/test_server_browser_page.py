@@ -62,6 +62,7 @@ def test_settings_survive_a_reload_and_advanced_starts_closed(page):
     page.fill("#prompt", "a blue square on a yellow background")
     page.fill("#negative_prompt", "blurry")
     page.fill("#steps", "7")
+    page.fill("#seed", "3")
     page.fill("#cfg_scale", "5.5")
     page.select_option("#sampler_name", "Euler")
     page.click("#advanced > summary")
@@ -121,6 +122,7 @@ def test_lora_and_embedding_browsers_write_at_the_cursor(open_page, shapes_serve
     assert page.input_value("#negative_prompt") == f"blurry {words[0]}"
 
     page.fill("#steps", "2")
+    page.fill("#seed", "4")
     if shapes_server.client.get("/sdapi/v1/loras").status_code == 404:
         page.fill("#negative_prompt", "")  # the stubbed embedding is not on the server: only the tag goes
     generate(page)
@@ -273,8 +275,8 @@ def test_full_size_view_send_to_img2img_and_delete(page, shapes_server):
 
 
 def test_queue_view_shows_other_clients_jobs_and_cancels_them(page, shapes_server):
-    running = shapes_server.submit(prompt="a long job from a script", steps=150)
-    waiting = shapes_server.submit(prompt="waiting behind it", steps=2)
+    running = shapes_server.submit(prompt="a long job from a script", steps=150, n_iter=4, seed=1)
+    waiting = shapes_server.submit(prompt="waiting behind it", steps=2, seed=2)
     running_item = page.locator(f'#queue [data-job="{running}"]')
     expect(running_item).to_contain_text("running · step", timeout=30_000)
     expect(running_item).to_contain_text("from api")
@@ -299,7 +301,7 @@ def test_queue_view_shows_other_clients_jobs_and_cancels_them(page, shapes_serve
 
 
 def test_model_picker_switches_and_is_refused_while_a_job_runs(page, shapes_server, tiny_model_dir):
-    busy = shapes_server.submit(prompt="keeps the worker busy", steps=150)
+    busy = shapes_server.submit(prompt="keeps the worker busy", steps=150, n_iter=4)
     shapes_server.wait(busy, until=lambda job: job["status"] == "running")
     page.select_option("#model", tiny_model_dir.name)
     note = page.locator('.field-error[data-for="model"]')

@@ -15,6 +15,7 @@ import { clearViewer, setupViewer, showJob, showPreview, shownJob } from "./view
 
 const DEFAULT_SAMPLER = "DPM++ 2M";  // A1111's default; its Automatic schedule is Karras
 let currentJob = null;  // the job this page submitted and follows
+const ownJobs = new Set();  // every job this page submitted (the queue view tells them from other clients')
 let serverModel = "";
 
 // --- generating -------------------------------------------------------------------------------------------
@@ -34,6 +35,7 @@ async function generate(event) {
   const { ok, body } = await post("/api/v1/jobs", request);
   $("generate").disabled = false;
   if (!ok) { showErrors(body?.detail ?? "the server refused the request", sent); return; }
+  ownJobs.add(body.id);
   follow(body.id, body.position);
 }
 
@@ -215,7 +217,7 @@ async function init() {
   setupPngInfo(applyPngInfo);
   setupViewer({ send: sendTo, reuse, neighbour, deleted: () => loadHistory() });
   setupHistory((job) => { showJob(job); $("open-full").scrollIntoView({ block: "nearest" }); });
-  setupQueue(showCounts);
+  setupQueue(showCounts, (id) => ownJobs.has(id));
   connect(handlers);
   await Promise.all([loadHistory(0), refreshQueue()]);
   document.body.dataset.ready = "true";

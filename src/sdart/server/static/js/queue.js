@@ -4,9 +4,11 @@ import { $, api, element, post } from "./api.js";
 
 let refreshing = null;
 let onCounts = () => {};
+let isOwn = () => false;  // whether this page submitted the job
 
-export function setupQueue(counts) {
+export function setupQueue(counts, own) {
   onCounts = counts;
+  isOwn = own;
 }
 
 // Re-read the queue (coalesced: a burst of events makes one request).
@@ -58,8 +60,8 @@ function show(node, progress, job) {
   const percent = Math.round(fraction * 100);
   node.querySelector(".bar").style.width = `${percent}%`;
   node.querySelector("[role=progressbar]").setAttribute("aria-valuenow", String(percent));
-  const source = job?.source ?? node.dataset.source ?? "";
-  if (job) node.dataset.source = job.source;
+  if (job) node.dataset.source = isOwn(job.id) ? "this page" : job.source;
+  const source = node.dataset.source ?? "";
   node.querySelector(".where").textContent = node.dataset.status === "running"
     ? `running${progress?.step ? ` · step ${progress.step}/${progress.total}` : ""} · from ${source}`
     : `#${job.position} in line · from ${source}`;
