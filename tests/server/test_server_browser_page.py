@@ -24,6 +24,9 @@ SCREENSHOTS = Path(os.environ.get("SDART_SCREENSHOTS_DIR") or
                    Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots").resolve()
 RED = "a red circle on a white background"
 DONE = "() => document.querySelector('#progress-text').textContent === 'Done'"
+PAINTED = """() => { const c = document.querySelector('#mask-canvas');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] >= 128; return n; }"""  # mask pixels painted
 
 
 @pytest.fixture
@@ -183,9 +186,7 @@ def test_paint_a_mask_and_only_that_region_changes(page, tmp_path):
 
     # Invert turns the painted region over; Clear empties it, and an empty mask is not sent.
     page.click("#mask-invert")
-    inverted = page.evaluate("""() => { const c = document.querySelector('#mask-canvas');
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] >= 128; return n; }""")
+    inverted = page.evaluate(PAINTED)
     assert inverted == 64 * 64 - mask.sum()
     page.click("#mask-clear")
     page.click("#generate")
@@ -198,6 +199,16 @@ def test_paint_a_mask_and_only_that_region_changes(page, tmp_path):
         const at = (x, y) => c.getContext('2d').getImageData(x, y, 1, 1).data[3];
         return [at(42, 32), at(10, 32)]; }""")
     assert dab[0] == 255 and dab[1] == 0  # brush 20 px: centre at x = 32 + 10
+
+    # A mask file (white = redraw) at half the picture's size replaces the painting, scaled to fit.
+    half = np.zeros((32, 32), dtype=np.uint8)
+    half[:16, :16] = 255
+    page.set_input_files("#mask-file", files=[{"name": "mask.png", "mimeType": "image/png",
+                                               "buffer": png_bytes(Image.fromarray(half))}])
+    page.wait_for_function(f"() => ({PAINTED})() === 32 * 32")
+    assert page.evaluate("""() => { const d = document.querySelector('#mask-canvas').getContext('2d')
+        .getImageData(0, 0, 32, 32).data; for (let i = 3; i < d.length; i += 4) if (d[i] < 255) return false;
+        return true; }""")  # the whole upper-left quarter
 
 
 def test_a_dropped_png_fills_the_form_and_names_what_is_not_applied(page):

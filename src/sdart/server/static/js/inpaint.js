@@ -165,7 +165,9 @@ async function loadMask(dataURL) {
   const context = c.getContext("2d");
   clearMask();
   context.globalCompositeOperation = "source-over";
+  context.imageSmoothingEnabled = false;  // a mask scaled to the picture keeps hard edges (nearest pixel)
   context.drawImage(image, 0, 0, c.width, c.height);
+  context.imageSmoothingEnabled = true;
   const pixels = context.getImageData(0, 0, c.width, c.height);
   for (let i = 0; i < pixels.data.length; i += 4) {
     const [red, green, blue, alpha] = pixels.data.subarray(i, i + 4);
