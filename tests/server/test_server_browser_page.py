@@ -122,6 +122,7 @@ def test_lora_and_embedding_browsers_write_at_the_cursor(open_page, shapes_serve
     page.fill("#negative_prompt", "blurry")
     page.focus("#negative_prompt")
     page.click("#embedding-button")
+    expect(page.locator("#addon-title")).to_have_text("Embeddings")
     words = page.locator("#addon-list button:not([disabled]) .name").all_inner_texts()
     assert page.locator("#addon-list button[disabled]").count() == len(
         page.evaluate("fetch('/sdapi/v1/embeddings').then(r => r.json())")["skipped"])
