@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import load_dotenv
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
@@ -48,6 +48,28 @@ class Settings(BaseSettings):
     vae: str | None = None
     # LoRA adapters fused into the model at load, each "REF" or "REF:SCALE" (sdart.lora), e.g. LCM-LoRA.
     loras: list[str] = Field(default_factory=list)
+    # Upscaler models (ESRGAN, Real-ESRGAN, SwinIR, DAT, …) found by name here, A1111's models/ESRGAN-style
+    # (subfolders allowed); run in tiles of upscaler_tile px overlapping by upscaler_overlap (sdart.upscalers).
+    upscaler_dir: Path | None = None
+    upscaler_tile: int = Field(512, ge=0)  # 0: the whole picture at once
+    upscaler_overlap: int = Field(32, ge=0)
+
+    @field_validator("upscaler_dir")
+    @classmethod
+    def _check_upscaler_dir(cls, folder: Path | None) -> Path | None:
+        if folder is not None and not folder.expanduser().is_dir():
+            raise ValueError(f"{str(folder)!r}: no such folder")
+        return folder
+
+    @model_validator(mode="after")
+    def _check_upscaler_tiles(self) -> Settings:
+        from sdart.upscalers.tiles import check_tiling
+
+        try:
+            check_tiling(self.upscaler_tile, self.upscaler_overlap)
+        except ValueError as exc:
+            raise ValueError(f"upscaler_{exc}") from None
+        return self
 
     @field_validator("loras")
     @classmethod

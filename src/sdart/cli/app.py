@@ -9,6 +9,7 @@ from sdart.cli.batch import batch
 from sdart.cli.generate import generate
 from sdart.cli.info import info, models, samplers, version
 from sdart.cli.serve import serve
+from sdart.cli.upscale import upscale
 
 app = typer.Typer(
     help="Art from text prompts with Stable Diffusion, on a laptop CPU, a GPU or a cluster.",
@@ -17,5 +18,5 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command in (generate, info, samplers, models, version, serve, batch):
+for command in (generate, upscale, info, samplers, models, version, serve, batch):
     app.command()(command)

@@ -152,10 +152,12 @@ def parse_infotext(text: str) -> Infotext:
     return Infotext(prompt="\n".join(prompt_lines), negative_prompt="\n".join(negative_lines), params=params)
 
 
-def png_info(infotext: str) -> PngImagePlugin.PngInfo:
-    """A PngInfo holding the infotext under `parameters` (tEXt, or iTXt when it isn't Latin-1)."""
+def png_info(infotext: str | None, more_text: dict[str, str] | None = None) -> PngImagePlugin.PngInfo:
+    """A PngInfo holding the infotext under `parameters` and `more_text` under their keys (tEXt, or iTXt when a
+    text isn't Latin-1)."""
     info = PngImagePlugin.PngInfo()
-    info.add_text(PNG_KEY, infotext)
+    for key, value in {**({PNG_KEY: infotext} if infotext is not None else {}), **(more_text or {})}.items():
+        info.add_text(key, value)
     return info
 
 
@@ -165,3 +167,20 @@ def read_infotext(source: str | Path | Image.Image) -> str | None:
         return source.info.get(PNG_KEY)
     with Image.open(source) as image:
         return image.info.get(PNG_KEY)
+
+
+def add_parameters(text: str, params: dict[str, Any]) -> str:
+    """`text` (an infotext with a parameters line) with `params` set on that line: keys already there get the new
+    value in place, new keys go at the end, values quoted as A1111 quotes them. ValueError without such a line."""
+    head, _, last = text.rstrip("\n").rpartition("\n")
+    pairs = _PARAM.findall(last)
+    if len(pairs) < 3:
+        raise ValueError("the infotext has no parameters line to add to")
+    new = {key: quote(value) for key, value in params.items() if value is not None}
+    present = {key.strip() for key, _ in pairs}
+    if present.isdisjoint(new):  # the common case: the line is kept byte for byte
+        line = ", ".join([last.rstrip().rstrip(","), *(f"{key}: {value}" for key, value in new.items())])
+    else:
+        kept = [f"{key.strip()}: {new.pop(key.strip(), value.strip())}" for key, value in pairs]
+        line = ", ".join([*kept, *(f"{key}: {value}" for key, value in new.items())])
+    return f"{head}\n{line}" if head or text.startswith("\n") else line

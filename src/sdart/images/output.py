@@ -45,12 +45,14 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _write_temp_png(image: Image.Image, infotext: str | None, folder: Path) -> str:
+def _write_temp_png(image: Image.Image, infotext: str | None, folder: Path,
+                    more_text: dict[str, str] | None = None) -> str:
     """The PNG, complete and fsynced, under a hidden temporary name in `folder`; the caller moves it into place."""
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".sdart-", suffix=".png.tmp")
     try:
         with os.fdopen(fd, "wb") as tmp:
-            image.save(tmp, format="PNG", pnginfo=png_info(infotext) if infotext else None)
+            text = infotext or None
+            image.save(tmp, format="PNG", pnginfo=png_info(text, more_text) if text or more_text else None)
             tmp.flush()
             os.fsync(tmp.fileno())
     except BaseException:
@@ -80,15 +82,17 @@ def save_image(image: Image.Image, infotext: str | None, seed: int, directory: s
         os.unlink(tmp_name)
 
 
-def save_image_as(image: Image.Image, infotext: str | None, target: str | Path) -> Path:
+def save_image_as(image: Image.Image, infotext: str | None, target: str | Path,
+                  more_text: dict[str, str] | None = None) -> Path:
     """Write `image` under a chosen name (batch outputs are named by their key), replacing any file there.
 
     Same discipline as `save_image`: the PNG is complete and fsynced under a temporary name first, then renamed
     into place, so a reader (or a run resumed after kill -9) sees either the old file or the whole new one.
     Replacing is right here because a key names one image: a file under it is a leftover of the same work.
+    `more_text`: PNG text chunks besides `parameters` (A1111's `postprocessing`, for one).
     """
     target = Path(target)
-    tmp_name = _write_temp_png(image, infotext, ensure_writable_dir(target.parent))
+    tmp_name = _write_temp_png(image, infotext, ensure_writable_dir(target.parent), more_text)
     try:
         os.replace(tmp_name, target)
     except BaseException:

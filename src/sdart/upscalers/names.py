@@ -1,0 +1,29 @@
+"""A1111's upscaler names: the ones that need no model file, the latent modes of hires fix, and the full list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sdart.upscalers.files import list_upscaler_files
+
+NONE = "None"  # A1111: no upscaler (hires fix and `upscale()` resize with Lanczos; the extras tab skips the step)
+PIXEL_UPSCALERS = (NONE, "Lanczos", "Nearest")  # A1111's UpscalerNone, UpscalerLanczos, UpscalerNearest
+
+# A1111's `shared.latent_upscale_modes`: name → (torch.nn.functional.interpolate mode, antialias).
+LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+
+
+def upscaler_names(folder: str | Path | None) -> list[str]:
+    """Every pixel upscaler a request may name, in A1111's order: None, Lanczos, Nearest, then the models."""
+    return [*PIXEL_UPSCALERS, *(f.name for f in list_upscaler_files(folder))]
+
+
+def is_latent_mode(name: str) -> bool:
+    return name in LATENT_UPSCALE_MODES
