@@ -35,5 +35,6 @@ Compile = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help=
 StepCache = Annotated[Optional[int], typer.Option("--step-cache", help="Reuse deep UNet features: full UNet every N steps (2-5), faster, slightly different image \\[env: SDART_STEP_CACHE].")]
 TokenDownsampling = Annotated[Optional[int], typer.Option("--token-downsampling", help="Top-level self-attention attends to N×N-pooled keys/values (2: 4× fewer; 1 = off); faster, slightly different image \\[env: SDART_TOKEN_DOWNSAMPLING].")]
 Quantize = Annotated[Optional[str], typer.Option("--quantize", help="none or int8 (int8 weights: less memory, slightly different image) \\[env: SDART_QUANTIZE].")]
+UpscalerDir = Annotated[Optional[Path], typer.Option("--upscaler-dir", help="Folder of upscaler models (ESRGAN, Real-ESRGAN, SwinIR, DAT, …; A1111's models/ESRGAN layout, subfolders allowed), found by file name \\[env: SDART_UPSCALER_DIR].")]
 Rng = Annotated[Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (same image on any device) or device.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]

@@ -30,6 +30,7 @@ def serve(
     step_cache: o.StepCache = None,
     token_downsampling: o.TokenDownsampling = None,
     quantize: o.Quantize = None,
+    upscaler_dir: o.UpscalerDir = None,
     ray: Optional[str] = typer.Option(None, "--ray", help="Serve generation from a Ray cluster through Ray Serve: "
                                                           "auto, local, or a cluster ADDRESS (needs sdart\\[ray])."),
     replicas: int = typer.Option(1, "--replicas", min=1, help="With --ray: model replicas (fixed count)."),
@@ -57,7 +58,8 @@ def serve(
 
         settings = load_settings(model=model, host=host, port=port, data_dir=data_dir, api_key=api_key,
                                  device=device, dtype=dtype, memory=memory, loras=lora, vae=vae, compile=compile,
-                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize)
+                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize,
+                                 upscaler_dir=upscaler_dir)
         try:
             check_bind(settings.host, settings.api_key)
         except UnsafeBind as exc:

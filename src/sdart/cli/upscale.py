@@ -29,7 +29,7 @@ def upscale(
     upscaler_2_visibility: float = typer.Option(0.5, "--upscaler-2-visibility", min=0.0, max=1.0, help="How much of --upscaler-2 shows, 0 to 1."),
     tile: Optional[int] = typer.Option(None, "--tile", help="Models run in tiles this many pixels wide (0: the whole picture) \\[default: 512] \\[env: SDART_UPSCALER_TILE]."),
     overlap: Optional[int] = typer.Option(None, "--overlap", help="Pixels that neighbouring tiles share and blend \\[default: 32] \\[env: SDART_UPSCALER_OVERLAP]."),
-    upscaler_dir: Optional[Path] = typer.Option(None, "--upscaler-dir", help="Folder of upscaler models, A1111's models/ESRGAN layout (subfolders allowed) \\[env: SDART_UPSCALER_DIR]."),
+    upscaler_dir: o.UpscalerDir = None,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where PNGs go \\[default: outputs] \\[env: SDART_OUTPUT_DIR]."),
     device: o.Device = None,
     dtype: o.DType = None,

@@ -126,7 +126,18 @@ def _load_cached(path: Path, mtime_ns: int, size: int, device: str, dtype: str) 
 
     descriptor = read_model(path)
     target = torch.device(device)
-    return descriptor.to(target, dtype=choose_dtype(descriptor, target, dtype, path)).eval()
+    return prepare(descriptor, target, choose_dtype(descriptor, target, dtype, path))
+
+
+def prepare(descriptor: Any, device: torch.device, dtype: torch.dtype, channels_last: bool = True) -> Any:
+    """The model on `device` in `dtype`, in eval mode; its convolutions' weights channels-last (NHWC) on CPU and
+    CUDA, where oneDNN and cuDNN run them faster (RRDBNet x4plus in bfloat16 on a CPU: benchmarks/NOTES.md)."""
+    import torch
+
+    descriptor = descriptor.to(device, dtype=dtype).eval()
+    if channels_last and device.type in ("cpu", "cuda"):
+        descriptor.model.to(memory_format=torch.channels_last)
+    return descriptor
 
 
 def choose_dtype(descriptor: Any, device: torch.device, requested: str = "auto", path: Path | None = None) -> torch.dtype:

@@ -8,6 +8,7 @@ asked for 2× runs once and is scaled down, and asked for 8× runs twice.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 MAX_SIDE = 8192  # pixels, each side of an upscaled picture (A1111's extras tab goes to 8192 too)
 MAX_MODEL_PASSES = 3
+MAX_ALIGNMENT = 64  # pixels; tiles of 512 px lose little to it
 _RESAMPLE = {NONE: Image.Resampling.LANCZOS, "Lanczos": Image.Resampling.LANCZOS,
              "Nearest": Image.Resampling.NEAREST}
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # model channels → PIL mode
@@ -111,16 +113,36 @@ def run_model(picture: Image.Image, model: Any, *, tile: int = DEFAULT_TILE,
     pixels = np.asarray(picture)
     pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
     tensor = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]  # (1, C, H, W) uint8
-    tensor = tensor.to(model.device, model.dtype) / 255.0
+    tensor = tensor.to(model.device).float().div_(255.0).to(model.dtype)  # scaled in float32, then narrowed
+    if _is_channels_last(model):  # the input in the weights' layout, so no convolution converts it
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
     if model.tiling == spandrel().ModelTiling.INTERNAL:  # the model tiles (or needs the whole picture) itself
         tile = 0
-    size_multiple = model.size_requirements.multiple_of
-    if tile and size_multiple > 1:  # tiles the model takes as they are, with no padding
-        tile = max(size_multiple, tile // size_multiple * size_multiple)
     with torch.inference_mode():
-        out = run_tiled_within_memory(model, tensor, model.scale, tile, overlap, model.output_channels)
+        out = run_tiled_within_memory(model, tensor, model.scale, tile, overlap, model.output_channels,
+                                      tile_alignment(model))
     out = (out[0].clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (H·s, W·s, C)
     return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out)
+
+
+def tile_alignment(model: Any) -> int:
+    """Pixels that tile starts are multiples of: the model's size multiple and its attention windows (spandrel's
+    `window_size`, DAT's and RGT's `split_size`), so that each tile is cut into the windows the whole picture is
+    (window attention is not shift-invariant: a tile off the windows' grid gives a slightly different picture)."""
+    hyper = getattr(model.model, "hyperparameters", {}) or {}
+    sizes = [model.size_requirements.multiple_of]
+    for key in ("window_size", "split_size"):
+        value = hyper.get(key)
+        sizes += [v for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, int) and v > 0]
+    align = math.lcm(*sizes) * int(hyper.get("start_unshuffle", 1) or 1)
+    return align if align <= MAX_ALIGNMENT else max(sizes)
+
+
+def _is_channels_last(model: Any) -> bool:
+    import torch
+
+    weight = next((p for p in model.model.parameters() if p.dim() == 4), None)
+    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 def _mode(channels: int, model: Any) -> str:
