@@ -102,7 +102,7 @@ def main() -> None:
         whole = next((other for other, c in configs.items() if c[:2] == (dtype, channels_last) and c[2] == 0), None)
         row = {"config": label, "seconds": round(best, 2), "output_mp_per_s": round(out_mp / best, 4),
                "input_mp_per_s": round(args.size**2 / 1e6 / best, 5), "peak_rss_gib": round(peaks[label], 2),
-               "tiles": len(tile_layout(args.size, tile, overlap)[1]) ** 2 if tile else 1, "all_seconds": times[label]}
+               "tiles": len(tile_layout(args.size, tile, overlap)) ** 2 if tile else 1, "all_seconds": times[label]}
         if tile and whole in outputs:
             row["max_levels_vs_whole"] = int(np.abs(outputs[label] - outputs[whole]).max())
             row["mean_levels_vs_whole"] = round(float(np.abs(outputs[label] - outputs[whole]).mean()), 4)
