@@ -175,3 +175,13 @@ def test_only_a_fixed_grid_refuses_schedule_types():
     with pytest.raises(ValueError, match="fixed timestep grid"):
         make_scheduler(find_sampler("PLMS"), SD15_CONFIG, "Karras")
     assert set(SCHEDULE_TYPES) >= {"Automatic", "Karras"}
+
+
+def test_each_build_is_a_fresh_scheduler():
+    """Built once and copied: one run's stepping state (a step index, a half-done Heun step) never reaches another."""
+    first, second = (make_scheduler(find_sampler("Heun"), SD15_CONFIG, "Karras") for _ in range(2))
+    first.set_timesteps(3)
+    first.step(torch.zeros(1, 4, 2, 2), first.timesteps[0], torch.ones(1, 4, 2, 2))
+    second.set_timesteps(5)
+    assert first is not second and first.step_index == 1 and second.step_index is None
+    assert len(first.timesteps) == 5 and len(second.timesteps) == 9  # 2n − 1 evaluations each

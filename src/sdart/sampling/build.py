@@ -8,10 +8,12 @@ scheduler on sdart's sigmas computes them itself in `set_timesteps` (no `sigmas=
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Mapping
 from typing import Any
 
-from sdart.sampling.samplers import AUTOMATIC, Sampler, effective_schedule
+from sdart.sampling.samplers import AUTOMATIC, Sampler, effective_schedule, find_sampler
 from sdart.sampling.schedules import SCHEDULE_TYPES, SigmaSchedule
 
 # What a model's scheduler config says about its training, kept whatever scheduler it shipped with. Everything
@@ -27,15 +29,23 @@ def training_config(base_config: Mapping[str, Any]) -> dict[str, Any]:
 def make_scheduler(sampler: Sampler, base_config: Mapping[str, Any], schedule: str | None = None, *,
                    family: str = "sd1"):
     """The scheduler for `sampler` on `schedule` (None or "Automatic": the sampler's own), built from a model's
-    scheduler config; `family` ("sd1", "sd2", "sdxl") picks Align Your Steps' table.
+    scheduler config; `family` ("sd1", "sd2", "sdxl") picks Align Your Steps' table. Each call returns a fresh
+    scheduler (a copy of one built once: DPM2's constructor alone takes a second).
 
     Raises ValueError when the sampler cannot take the schedule type (see `effective_schedule`)."""
+    schedule = effective_schedule(sampler, schedule)
+    config = tuple(sorted((key, tuple(value) if isinstance(value, list) else value)
+                          for key, value in training_config(base_config).items()))
+    return copy.deepcopy(_built(sampler.name, schedule, family, config))
+
+
+@functools.lru_cache(maxsize=32)
+def _built(sampler_name: str, schedule: str, family: str, config: tuple):
     import diffusers
 
     from sdart.sampling.kschedulers import ON_SIGMAS
 
-    schedule = effective_schedule(sampler, schedule)
-    config = training_config(base_config)
+    sampler, config = find_sampler(sampler_name), {k: list(v) if isinstance(v, tuple) else v for k, v in config}
     if schedule == AUTOMATIC:  # a timestep sampler on its scheduler's own grid
         return getattr(diffusers, sampler.scheduler_class).from_config(config, **sampler.options)
     cls = ON_SIGMAS[sampler.on_sigmas]

@@ -9,9 +9,9 @@ named in `alias_of`, and `note` says what differs. A1111 ≥1.9 writes the sched
 Three ways a sampler takes a schedule type (`Sampler.on_sigmas`):
 - the k-diffusion samplers step on any sigma schedule; their "Automatic" is A1111's per-sampler default
   (`automatic`: Karras for DPM++ 2M, Exponential for DPM++ 2M SDE, Uniform for Euler, …);
-- DDIM, UniPC, DEIS and LCM step on the model's timestep grid under "Automatic" and take other schedule types
-  through a sigma-capable scheduler (DDIM with eta 0 is Euler in sigma, Song et al. 2021 eq. 14);
-- PLMS has a fixed-stride grid only (`on_sigmas` None): other schedule types are refused.
+- DDIM, UniPC and LCM step on their timestep grid under "Automatic" and take other schedule types through a
+  sigma-capable scheduler (DDIM with eta 0 is Euler in sigma, Song et al. 2021 eq. 14);
+- PLMS (a fixed-stride method) and DEIS have their grid only (`on_sigmas` None): other schedule types are refused.
 """
 
 from __future__ import annotations
