@@ -178,8 +178,9 @@ def test_png_info_gives_job_fields_and_names_what_is_not_applied(live_server, se
     assert info["request"] == {"prompt": "a cat, (fluffy:1.2)", "negative_prompt": "dog", "steps": 12,
                                "sampler_name": "Euler a", "cfg_scale": 5.5, "seed": 9, "width": 64, "height": 48,
                                "model": second_model_dir.name}
-    # Model hash and Version describe the picture; everything else this server does not use is named.
-    assert info["not_applied"] == {"Face restoration": "CodeFormer", "ENSD": "31337", "Lora hashes": "x: 0123"}
+    # Model hash, Version and Lora hashes describe the picture (sdart.a1111_fields: the LoRAs are the prompt's
+    # tags); everything else this server does not use is named.
+    assert info["not_applied"] == {"Face restoration": "CodeFormer", "ENSD": "31337"}
     assert info["parameters"]["Prompt"] == "a cat, (fluffy:1.2)" and info["parameters"]["Model hash"] == "1234abcd"
     GenerationRequest.parse(info["request"])  # the fields are ones the server takes
 
