@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sdart.images.initimage import default_size, picture_size
 from sdart.loading import ReadyModel, prepare_model, speed_options
 from sdart.models.load import LoadedModel
 from sdart.models.lora import parse_lora
+from sdart.models.vaes import OWN_VAE, find_vaes
 from sdart.request import MAX_SEED, GenerationRequest
 from sdart.run.batches import Run
 from sdart.run.infotext import infotext_for
@@ -50,6 +51,7 @@ class Engine:
         self.safety_checker = self.settings.safety_checker if safety_checker is None else safety_checker
         self.speed = speed_options(self.settings, self.memory)
         self.loras = [parse_lora(text) for text in self.settings.loras]
+        self.default_vae = self.settings.vae  # what a request that names no VAE gets (the server's `sd_vae`)
         self._lock = threading.Lock()
         self.ready: ReadyModel
         self.load(model or self.settings.model)
@@ -74,9 +76,26 @@ class Engine:
                                    memory=self.memory, speed=self.speed, loras=self.loras,
                                    safety_checker=self.safety_checker)
 
+    def use_vae(self, reference: str | None) -> None:
+        """Decode with another VAE (a file, folder or hub id; None: the model's own). Reloads the model, so that every
+        memory mode and speed option applies to the new VAE as at start."""
+        self.settings = self.settings.model_copy(update={"vae": reference})
+        self.load(self.reference)
+
     def _ensure_model(self, request: GenerationRequest) -> None:
         if request.model and request.model != self.reference:
             self.load(request.model)
+        wanted = self._vae_reference(request.vae)
+        if wanted != self.settings.vae:
+            self.use_vae(wanted)
+
+    def _vae_reference(self, vae: str | None) -> str | None:
+        """A request's VAE as a reference: a name from the VAE folder becomes its path."""
+        if vae is None:
+            return self.default_vae
+        if vae in OWN_VAE:
+            return None
+        return str(find_vaes(self.settings.vae_dir).get(vae, vae))
 
     # --- generation --------------------------------------------------------------------------------------
 
@@ -127,10 +146,12 @@ class Engine:
         return result
 
     def iter_batches(self, request: GenerationRequest, *, on_step: StepCallback | None = None,
-                     cancel: Cancel = None) -> Iterator[Batch]:
+                     cancel: Cancel = None, finish_batch: Callable[[], bool] | None = None) -> Iterator[Batch]:
         """Yield each batch as soon as it is decoded (front ends save them as they come).
 
-        Raises GenerationCancelled when `cancel` fires; batches already yielded are complete.
+        Raises GenerationCancelled when `cancel` fires; batches already yielded are complete. `finish_batch`, checked
+        after each step before `cancel`, ends the current batch there and decodes what its latents hold (A1111's
+        interrupt and skip keep the picture so far).
         """
         # 1. Load the requested model if it isn't the loaded one.
         self._ensure_model(request)
@@ -138,7 +159,8 @@ class Engine:
         request = self.resolve_request(request)
         # 3. The run: its passes, one pipeline call per batch.
         run = Run(self.ready, request, device=self.device, memory=self.memory, rng=self.settings.rng,
-                  safety_checker=self.safety_checker, on_step=on_step, is_cancelled=cancel_check(cancel))
+                  safety_checker=self.safety_checker, on_step=on_step, is_cancelled=cancel_check(cancel),
+                  finish_batch=finish_batch or (lambda: False))
         with self._lock:
             yield from run.batches()
 

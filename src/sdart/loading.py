@@ -14,6 +14,7 @@ import torch
 from sdart.models.load import LoadedModel, WeightLayout, load, load_vae
 from sdart.models.lora import LoraRef, apply_loras, infotext_value
 from sdart.models.resolve import resolve
+from sdart.models.vaes import is_vae_file, load_vae_file
 from sdart.settings import Settings
 from sdart.speed.compile import compile_unet
 from sdart.speed.memory import apply_memory_mode, release_freed_memory, return_large_blocks_on_free
@@ -73,9 +74,12 @@ def prepare_model(reference: str, settings: Settings, *, device: torch.device, d
         return_large_blocks_on_free()  # before loading, so that the load's large blocks don't fragment the heap
     # int8 while streaming only without LoRA: adapters fuse into full-precision weights (quantized afterwards).
     layout = WeightLayout(int8=speed.quantize == "int8" and not loras, channels_last=speed.channels_last)
-    vae = load_vae(settings.vae, dtype) if settings.vae else None
+    vae_file = settings.vae if settings.vae and is_vae_file(settings.vae) else None
+    vae = load_vae(settings.vae, dtype) if settings.vae and not vae_file else None
     loaded = load(spec, dtype, safety_checker=safety_checker, layout=layout, vae=vae)
     pipe = loaded.pipeline
+    if vae_file:  # a single-file VAE (A1111's VAE folder) takes the model's VAE config
+        pipe.vae = load_vae_file(vae_file, pipe.vae, dtype)
     if loras:
         apply_loras(pipe, loras)
     pipe.set_progress_bar_config(disable=True)

@@ -7,6 +7,7 @@ each bad field and the value it was given.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import (
@@ -48,7 +49,13 @@ class RequestError(ValueError):
         for err in exc.errors():
             name = ".".join(str(part) for part in err["loc"]) or "request"
             message = err["msg"].removeprefix("Value error, ")
-            errors.append((name, err.get("input"), message))
+            value = err.get("input")
+            # A check across fields starts its message with the field it is about ("mask: …"): name that field.
+            field = message.partition(": ")[0]
+            if name == "request" and field in GenerationRequest.model_fields:
+                name = field
+                value = value.get(field) if isinstance(value, dict) else getattr(value, field, value)
+            errors.append((name, value, message))
         return cls(errors)
 
 
@@ -75,6 +82,9 @@ class GenerationRequest(BaseModel):
     scheduler: str = Field("Automatic", validation_alias=AliasChoices("scheduler", "schedule_type"))
     clip_skip: int = Field(1, ge=1, le=12)
     model: str | None = None
+    # A replacement VAE for this request: a name from the VAE folder (settings.vae_dir; A1111's `sd_vae`), a VAE
+    # file, folder or hub id (the CLI), or "Automatic"/"None" for the model's own. None: the engine's configured VAE.
+    vae: str | None = None
     # img2img: start from this picture (a file path, or a base64 data: URL) instead of noise. The server stores
     # uploaded pictures itself and queues the stored file's path.
     init_image: str | None = None
@@ -150,6 +160,15 @@ class GenerationRequest(BaseModel):
     def _mask_needs_a_picture(self) -> GenerationRequest:
         if self.mask is not None and self.init_image is None:
             raise ValueError("mask: inpainting needs the picture to paint into (init_image)")
+        return self
+
+    @model_validator(mode="after")
+    def _img2img_runs_a_step(self) -> GenerationRequest:
+        # img2img runs steps × denoising_strength of the steps (A1111 and diffusers alike); none is no picture.
+        if self.init_image is not None and int(self.steps * self.denoising_strength) < 1:
+            raise ValueError(f"steps: {self.steps} step(s) at denoising_strength {self.denoising_strength:g} run no "
+                             f"denoising step (img2img runs steps × strength); use at least "
+                             f"{math.ceil(1 / self.denoising_strength)} steps")
         return self
 
     @model_validator(mode="after")

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     quantize: Literal["none", "int8"] = "none"  # int8 weights: less memory, slightly different image
     # A replacement VAE (hub id or folder): a fine-tuned AutoencoderKL, or AutoencoderTiny (TAESD) for fast decodes.
     vae: str | None = None
+    # A1111's VAE folder: replacement VAEs (single files like vae-ft-mse-840000-ema-pruned.safetensors, or diffusers
+    # folders) chosen by file name: the `sd_vae` option and override, /sdapi/v1/sd-vae, an infotext's `VAE`.
+    vae_dir: Path | None = None
     # LoRA adapters fused into the model at load, each "REF" or "REF:SCALE" (sdart.lora), e.g. LCM-LoRA.
     loras: list[str] = Field(default_factory=list)
     # Upscaler models (ESRGAN, Real-ESRGAN, SwinIR, DAT, …) found by name here, A1111's models/ESRGAN-style
@@ -93,6 +96,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(200, ge=1)  # queued jobs; beyond this, submissions get 429 + Retry-After
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # png-info uploads carry a base64 image
     cors_origins: list[str] = Field(default_factory=list)  # empty: no CORS headers at all
+    # A1111's prompt styles (name,prompt,negative_prompt; `{prompt}` marks where the prompt goes), applied by a
+    # request's `styles`; default: DATA_DIR/styles.csv.
+    styles_file: Path | None = None
     # More models (references) the server offers by name, besides `model` and the built-in ones.
     extra_models: list[str] = Field(default_factory=list)
 

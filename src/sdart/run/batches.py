@@ -27,7 +27,8 @@ class Run:
     """A resolved request (size and seed fixed) on a ready model. `batches()` yields each batch when decoded."""
 
     def __init__(self, ready: ReadyModel, request: GenerationRequest, *, device: torch.device, memory: str,
-                 rng: str, safety_checker: bool, on_step: StepCallback | None, is_cancelled: Callable[[], bool]):
+                 rng: str, safety_checker: bool, on_step: StepCallback | None, is_cancelled: Callable[[], bool],
+                 finish_batch: Callable[[], bool] = lambda: False):
         self.ready = ready
         self.request = request
         self.device = device
@@ -37,6 +38,7 @@ class Run:
         self.safety_checker = safety_checker
         self.on_step = on_step
         self.is_cancelled = is_cancelled
+        self.finish_batch = finish_batch  # A1111's interrupt/skip: end the batch here, decode what it has
         self.started = time.perf_counter()
         # The first pass: txt2img draws the size from noise; img2img starts from the fitted picture; inpainting
         # redraws it only under the mask.
@@ -86,6 +88,9 @@ class Run:
                 self.on_step(StepProgress(step_index + 1, total, iteration, request.n_iter, marks[-1] - self.started,
                                           (step_index + 1) / batch_elapsed if batch_elapsed else 0.0,
                                           latents=callback_kwargs.get("latents")))
+            if self.finish_batch():
+                pipeline._interrupt = True  # diffusers skips the remaining steps and decodes these latents
+                return callback_kwargs
             if self.is_cancelled():
                 raise GenerationCancelled()
             if trim_every_step or (trim_before_decode and step_index + 1 == total):

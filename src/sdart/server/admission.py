@@ -13,6 +13,7 @@ from pathlib import Path
 from sdart.engine import Engine
 from sdart.images.initimage import is_data_url, open_init_image
 from sdart.images.output import save_image_as
+from sdart.models.vaes import OWN_VAE, find_vaes
 from sdart.request import PICTURE_FIELDS, GenerationRequest
 from sdart.server.catalog import ModelCatalog
 from sdart.server.errors import FieldErrors
@@ -75,6 +76,9 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
             raise FieldErrors.one(("body", "model"), request.model,
                                   f"unknown model; this server has: {', '.join(server.catalog.names())}")
         request = request.replace(model=entry.reference)
+    if request.vae is not None and request.vae not in OWN_VAE and request.vae not in find_vaes(server.settings.vae_dir):
+        names = ", ".join([*OWN_VAE[:2], *find_vaes(server.settings.vae_dir)])
+        raise FieldErrors.one(("body", "vae"), request.vae, f"unknown VAE; this server has: {names} (vae_dir)")
     pictures = {name: getattr(request, name) for name in PICTURE_FIELDS if getattr(request, name)}
     for name, value in pictures.items():
         if not is_data_url(value):  # clients never name files on the server
