@@ -243,3 +243,38 @@ def open_page(browser):
     for page in pages:
         page.context.close()
     assert errors == [], f"errors in the page: {errors}"
+
+
+STYLES_CSV = ('name,prompt,negative_prompt\n'
+              '"Cinematic","cinematic still of {prompt}, film grain","cartoon, drawing"\n'
+              'Sharp,"highly detailed",blurry\n'
+              '# a comment row,ignored,\n')
+
+
+@pytest.fixture(scope="session")
+def a1111_dirs(tmp_path_factory) -> dict[str, Path]:
+    """A VAE folder holding one tiny VAE (a single .safetensors file, other weights than the model's) and a
+    styles.csv in A1111's format."""
+    from safetensors.torch import save_file
+
+    from sdart.testing import tiny_sd15_components
+
+    root = tmp_path_factory.mktemp("a1111")
+    vae_dir = root / "VAE"
+    vae_dir.mkdir()
+    vae = tiny_sd15_components(seed=3)["vae"]
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, vae_dir / "tiny-vae.safetensors")
+    (root / "styles.csv").write_text(STYLES_CSV)
+    return {"vae_dir": vae_dir, "styles": root / "styles.csv", "root": root}
+
+
+@pytest.fixture(scope="session")
+def a1111_server(tiny_model_dir, second_model_dir, a1111_dirs) -> Iterator[ServerProcess]:
+    """A server of its own for the A1111 tests that change settings: a VAE folder, a styles file, two models."""
+    root = a1111_dirs["root"]
+    server = ServerProcess(tiny_model_dir, root / "data", root / "server.log",
+                           env={"SDART_EXTRA_MODELS": f'["{second_model_dir}"]', "SDART_VAE_DIR": str(a1111_dirs["vae_dir"]),
+                                "SDART_STYLES_FILE": str(a1111_dirs["styles"])})
+    server.start()
+    yield server
+    server.close()
