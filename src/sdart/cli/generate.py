@@ -14,25 +14,6 @@ from sdart.cli import options as o
 from sdart.cli.common import EXIT_INTERRUPTED, cancel_on_ctrl_c, configure_logging, err, friendly_errors, out
 
 
-def _request_fields_from_image(path: Path) -> dict[str, Any]:
-    from sdart.images.infotext import parse_infotext, read_infotext
-
-    if not path.is_file():
-        raise ValueError(f"--from = {str(path)!r}: no such file")
-    try:
-        text = read_infotext(path)
-    except OSError as exc:
-        raise ValueError(f"--from = {str(path)!r}: not a readable image ({exc})") from None
-    if not text:
-        raise ValueError(f"--from = {str(path)!r}: the image carries no `parameters` text")
-    parsed = parse_infotext(text)
-    fields = parsed.request_fields()
-    if "Model" in parsed.params:
-        fields["model"] = parsed.params["Model"]
-    return fields
-
-
-
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="What to draw. Optional with --from."),
     negative_prompt: o.NegativePrompt = None,
@@ -80,14 +61,27 @@ def generate(
         from sdart.settings import load_settings
 
         # 1. Request: the image's parameters (--from), then every option given on the command line.
-        fields = _request_fields_from_image(from_image) if from_image else {}
-        if fields.get("model") and model is None:
-            try:
-                resolve(fields["model"])
-            except ModelLoadError:
-                err.print(f"[yellow]note:[/] the image was made with model {escape(repr(fields['model']))}, which is not "
-                          "available here; using the default model (pass --model to choose).")
-                fields.pop("model")
+        image = None
+        fields: dict[str, Any] = {}
+        if from_image:
+            from sdart.cli.from_image import drop_model, read_from_image
+
+            image = read_from_image(from_image, vae_dir=load_settings().vae_dir, sampler_given=sampler_name is not None)
+            fields = image.fields
+            if vae is not None:
+                fields.pop("vae", None)  # --vae replaces the image's
+            if fields.get("model") and model is None:
+                try:
+                    resolve(fields["model"])
+                except ModelLoadError:
+                    err.print(f"[yellow]note:[/] the image was made with model {escape(repr(fields['model']))}, which "
+                              "is not available here; using the default model (pass --model to choose).")
+                    drop_model(image)
+            for note in image.notes:
+                err.print(f"[yellow]note:[/] {escape(note)}")
+            from_settings = image.settings
+        else:
+            from_settings = {}
         given = dict(prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed,
                      width=width, height=height, n_iter=n_iter, batch_size=batch_size, sampler_name=sampler_name,
                      scheduler=scheduler, clip_skip=clip_skip, model=model,
@@ -101,7 +95,10 @@ def generate(
         request = GenerationRequest.parse(fields)
         settings = load_settings(model_config_dir=model_config_dir, output_dir=output_dir, device=device,
                                  dtype=dtype, memory=memory, rng=rng, safety_checker=safety_checker, compile=compile,
-                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize, loras=lora, vae=vae)
+                                 step_cache=step_cache if step_cache is not None else from_settings.get("step_cache"),
+                                 token_downsampling=token_downsampling if token_downsampling is not None
+                                 else from_settings.get("token_downsampling"),
+                                 quantize=quantize or from_settings.get("quantize"), loras=lora, vae=vae)
         # 2. Output folder: checked before minutes are spent on images.
         folder = ensure_writable_dir(settings.output_dir)
         # 3. Model.
@@ -113,6 +110,15 @@ def generate(
         request = engine.resolve_request(request.replace(model=None))
         err.print(f"[dim]{escape(engine.reference)} · {engine.model.family} · {engine.device} · "
                   f"{str(engine.dtype).removeprefix('torch.')} · loaded in {engine.load_s:.1f} s · seed {request.seed}[/]")
+        not_applied: list[str] = []
+        if image is not None:
+            from sdart.cli.from_image import not_applied as image_not_applied
+            from sdart.images.infotext import parse_infotext
+
+            written = parse_infotext(engine.infotext(request, request.seed)).params
+            not_applied = image_not_applied(image, request.model_dump(), written, engine.settings.rng)
+            if not_applied:
+                err.print(f"[yellow]not applied:[/] {escape(', '.join(not_applied))}", highlight=False, soft_wrap=True)
         # 4. Generate, saving each batch as soon as it is decoded.
         saved: list[dict[str, Any]] = []
         timings: list[dict[str, float]] = []
@@ -129,12 +135,12 @@ def generate(
             except GenerationCancelled:
                 pass
         cancelled = len(saved) < request.images_total
-        _report(saved, timings, engine, request, cancelled, as_json)
+        _report(saved, timings, engine, request, cancelled, as_json, not_applied if image is not None else None)
         if cancelled:
             raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _report(saved, timings, engine, request, cancelled: bool, as_json: bool) -> None:
+def _report(saved, timings, engine, request, cancelled: bool, as_json: bool, not_applied: list[str] | None) -> None:
     from sdart.run.result import summarise_timings
 
     summary = summarise_timings(timings, max(len(saved), 1), engine.load_s)
@@ -142,6 +148,7 @@ def _report(saved, timings, engine, request, cancelled: bool, as_json: bool) -> 
         print(json.dumps({
             "model": engine.reference, "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."),
             "request": request.model_dump(), "images": saved, "timings": summary, "cancelled": cancelled,
+            **({"not_applied": not_applied} if not_applied is not None else {}),
         }, indent=2))
         return
     for record in saved:
