@@ -154,7 +154,7 @@ DESCRIPTIVE_KEYS = frozenset({
 })
 # The value of a key sdart does not know that says its feature was off (`draft: false`, `RP Active: False`).
 _OFF_VALUES = frozenset({"false", "none", "off", "disabled", "0", ""})
-# sdart's own infotext keys for engine settings: made with them, the picture differs (sdart.engine._approximations).
+# sdart's own infotext keys for engine settings: made with them, the picture differs (sdart.loading.approximations).
 SETTING_KEYS = {"Step cache": "step_cache", "Token downsampling": "token_downsampling", "Weights": "quantize",
                 "VAE": "vae", "Lora": "loras", "RNG": "rng"}
 
