@@ -283,6 +283,16 @@ def test_full_size_view_send_to_img2img_and_delete(page, shapes_server):
     assert page.input_value("#prompt") == RED
     assert page.evaluate("document.querySelector('#init-preview').naturalWidth") == 64
 
+    # Send it to upscaling (A1111's extras, where the server has them): Lanczos needs no model file.
+    if shapes_server.client.get("/sdapi/v1/upscalers").status_code == 200:
+        page.click('[data-send="upscale"]')
+        page.select_option("#upscaler_1", "Lanczos")
+        page.fill("#upscaling_resize", "2")
+        page.click("#upscale-run")
+        page.wait_for_function("() => document.querySelector('#upscale-result').naturalWidth === 128", timeout=30_000)
+        assert page.get_attribute("#upscale-result-link", "download") == "upscaled.png"
+        expect(page.locator("#upscale-status")).to_contain_text("128×128")
+
     # Delete the job: its images go, from the server and from the history.
     page.click("#delete-job")
     expect(page.locator("#placeholder")).to_have_text("Deleted the job and its 2 image(s).")
