@@ -1,0 +1,144 @@
+"""LoRA for one request: each affected weight is replaced by a patched copy (W + ΔW) for the run, and the
+original tensor is put back afterwards, so the loaded weights are never written to and the next run without the
+LoRA draws bit for bit what it drew before (A1111's default "merge with a backup", copy-on-write).
+
+Why copies of the weights rather than peft adapters switched per request: sdart fuses the attention's Q/K/V
+projections into one (speed.options.fuse_qkv) and may keep weights as int8 (speed.quant), and peft knows neither
+(it would look for the `to_q` layers the fusing removed, and wrap only nn.Linear); unfused adapters would also
+cost every step two extra matmuls per layer, where a patched weight costs nothing per step. A q/k/v pair goes into
+its rows of the fused projection; an int8 layer is dequantized, patched and quantized again (as `--lora` at load).
+The switch cost is one matmul and one copy per affected layer (benchmarks/NOTES.md).
+
+What can't work: a torch.compile'd UNet on the CPU folds its weights into the compiled graph (Inductor freezing),
+and weights streamed to the GPU layer by layer (`--memory minimal`) are copied back from the loader's own store at
+every step; in both a swapped weight is never seen, so those are refused (`--lora REF:SCALE` fuses at load).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sdart.conditioning.extra_networks import LoraWeights
+from sdart.models.lorafiles import LoraFile
+from sdart.models.loraweights import LoraFormatError, LowRank, Target, match_layers, read_lora
+
+log = logging.getLogger(__name__)
+
+CACHED_FILES = 16  # LoRA files kept read and matched (a typical SD 1.5 LoRA holds 10–150 MB)
+
+
+@dataclass(frozen=True)
+class AppliedLora:
+    """A LoRA file at the weights a tag asked for; `mentioned` is the name the tag used (the infotext's)."""
+
+    file: LoraFile
+    weights: LoraWeights = LoraWeights()
+    mentioned: str = ""
+
+
+def unsupported_reason(*, compiled: bool, memory: str, device: torch.device) -> str | None:
+    """Why per-request LoRA can't work with these engine settings, or None."""
+    if compiled:
+        return ("the UNet is compiled (--compile): its weights are part of the compiled graph, so a LoRA tag "
+                "would not change the picture; fuse the LoRA at load with --lora REF:SCALE, or drop --compile")
+    if memory == "minimal" and device.type == "cuda":
+        return ("--memory minimal streams the weights to the GPU from a copy of their own, so a LoRA tag would not "
+                "change the picture; use --memory low, or fuse the LoRA at load with --lora REF:SCALE")
+    return None
+
+
+class LoraSwitch:
+    """Applies a request's LoRAs to one pipeline's UNet and text encoders and takes them off again. Files are read
+    and matched to the pipeline once and kept (the last CACHED_FILES), so a LoRA used again costs no reading."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self._matched: OrderedDict[tuple[Path, int], list[tuple[str, Target, LowRank]]] = OrderedDict()
+        self._originals: list[tuple[nn.Module, str, torch.Tensor]] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self._originals)
+
+    def layers(self, lora: LoraFile) -> list[tuple[str, Target, LowRank]]:
+        """The file's pairs matched to this pipeline's layers (read once per file version)."""
+        key = (lora.path, lora.path.stat().st_mtime_ns)
+        if key in self._matched:
+            self._matched.move_to_end(key)
+            return self._matched[key]
+        matched, unmatched = match_layers(read_lora(lora.path), self.pipe)
+        if not matched:
+            raise LoraFormatError(f"LoRA {lora.name!r} ({lora.path}) fits no layer of the loaded model "
+                                  f"(a LoRA for another model family?); its layers: {', '.join(unmatched[:3])}, …")
+        if unmatched:
+            log.warning("LoRA %s: %d of its layers name no layer of the loaded model and are not applied: %s",
+                        lora.name, len(unmatched), ", ".join(unmatched[:5]))
+        self._matched[key] = matched
+        while len(self._matched) > CACHED_FILES:
+            self._matched.popitem(last=False)
+        return matched
+
+    @contextmanager
+    def applied(self, loras: Sequence[AppliedLora]) -> Iterator[None]:
+        """The pipeline with `loras` applied inside the block, exactly as loaded outside it."""
+        self.apply(loras)
+        try:
+            yield
+        finally:
+            self.restore()
+
+    def apply(self, loras: Sequence[AppliedLora]) -> None:
+        if self._originals:
+            raise RuntimeError("LoRAs are applied already: restore() first")
+        # 1. Every pair, grouped by the module it changes (a fused projection gathers q, k and v; two LoRAs add up).
+        by_module: dict[int, tuple[nn.Module, list[tuple[slice | None, LowRank, float, int | None]]]] = {}
+        for lora in loras:
+            for component, target, pair in self.layers(lora.file):
+                multiplier = lora.weights.unet if component == "unet" else lora.weights.te
+                if multiplier:
+                    entry = by_module.setdefault(id(target.module), (target.module, []))
+                    entry[1].append((target.rows, pair, multiplier, lora.weights.dyn))
+        # 2. One patched copy per module, built from its own pairs only (temporaries of one layer at a time).
+        try:
+            with torch.no_grad():
+                for module, pairs in by_module.values():
+                    self._patch(module, pairs)
+        except BaseException:
+            self.restore()
+            raise
+
+    def restore(self) -> None:
+        """Put every original tensor back (the same objects: nothing was written to them)."""
+        while self._originals:
+            module, name, original = self._originals.pop()
+            setattr(module, name, original)
+
+    def _patch(self, module: nn.Module, pairs) -> None:
+        quantized = hasattr(module, "qweight")
+        weight = module.dequantized() if quantized else module.weight
+        delta = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        for rows, pair, multiplier, dyn in pairs:
+            part = delta if rows is None else delta[rows]
+            part += pair.delta(part.shape, dyn).to(weight.device) * multiplier
+        if quantized:
+            from sdart.speed.quant import quantize_tensor
+
+            qweight, scale = quantize_tensor(weight.float() + delta)
+            self._swap(module, "qweight", qweight)
+            self._swap(module, "scale", scale.to(module.scale.dtype))
+        else:
+            patched = torch.empty_like(weight)  # the weight's own memory layout (channels_last convs stay so)
+            torch.add(weight.detach(), delta.to(weight.dtype), out=patched)
+            self._swap(module, "weight", nn.Parameter(patched, requires_grad=False))
+
+    def _swap(self, module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+        self._originals.append((module, name, getattr(module, name)))
+        setattr(module, name, tensor)
