@@ -14,7 +14,8 @@ from sdart.cli import options as o
 from sdart.cli.common import EXIT_INTERRUPTED, cancel_on_ctrl_c, configure_logging, err, friendly_errors, out
 
 
-def _request_fields_from_image(path: Path) -> dict[str, Any]:
+def _request_fields_from_image(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The request fields an image's infotext gives, and its other parameters (`Lora hashes`, …)."""
     from sdart.images.infotext import parse_infotext, read_infotext
 
     if not path.is_file():
@@ -29,8 +30,23 @@ def _request_fields_from_image(path: Path) -> dict[str, Any]:
     fields = parsed.request_fields()
     if "Model" in parsed.params:
         fields["model"] = parsed.params["Model"]
-    return fields
+    return fields, parsed.params
 
+
+
+def _check_lora_tags(request, settings, image_params: dict[str, str] | None):
+    """The prompt's `<lora:…>` names checked before a model is loaded (exit 2 naming the folder). A prompt taken
+    from a picture (--from) finds renamed files by their `Lora hashes` and draws without the LoRAs this folder lacks,
+    naming them (as a missing model is)."""
+    from sdart.models.lorafiles import LoraFolder
+    from sdart.run.loras import lookup_request_loras, names_by_hash
+
+    folder = LoraFolder(settings.lora_dir)
+    if image_params is not None:
+        request = request.replace(prompt=names_by_hash(request.prompt, image_params.get("Lora hashes"), folder),
+                                  missing_lora="warn")
+    lookup_request_loras(request, folder)
+    return request
 
 
 def generate(
@@ -60,6 +76,7 @@ def generate(
     dtype: o.DType = None,
     memory: o.Memory = None,
     lora: o.Lora = None,
+    lora_dir: o.LoraDir = None,
     vae: o.Vae = None,
     rng: o.Rng = None,
     safety_checker: Optional[bool] = typer.Option(None, "--safety-checker/--no-safety-checker", help="Check images with the model's safety checker and report flagged ones."),
@@ -80,7 +97,7 @@ def generate(
         from sdart.settings import load_settings
 
         # 1. Request: the image's parameters (--from), then every option given on the command line.
-        fields = _request_fields_from_image(from_image) if from_image else {}
+        fields, image_params = _request_fields_from_image(from_image) if from_image else ({}, {})
         if fields.get("model") and model is None:
             try:
                 resolve(fields["model"])
@@ -101,7 +118,9 @@ def generate(
         request = GenerationRequest.parse(fields)
         settings = load_settings(model_config_dir=model_config_dir, output_dir=output_dir, device=device,
                                  dtype=dtype, memory=memory, rng=rng, safety_checker=safety_checker, compile=compile,
-                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize, loras=lora, vae=vae)
+                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize,
+                                 loras=lora, lora_dir=lora_dir, vae=vae)
+        request = _check_lora_tags(request, settings, image_params if prompt is None else None)
         # 2. Output folder: checked before minutes are spent on images.
         folder = ensure_writable_dir(settings.output_dir)
         # 3. Model.

@@ -28,7 +28,10 @@ class LoraNotFound(LookupError):
 
     def __init__(self, names: list[str], folder: Path | None):
         self.names = names
-        where = f"in the LoRA folder {folder}" if folder else "anywhere: no LoRA folder is set (--lora-dir, SDART_LORA_DIR)"
+        if folder is None:
+            where = "anywhere: no LoRA folder is set (--lora-dir, SDART_LORA_DIR)"
+        else:
+            where = f"in the LoRA folder {folder}" + ("" if folder.is_dir() else " (no such folder)")
         super().__init__(f"no LoRA named {', '.join(repr(n) for n in names)} {where}")
 
 
@@ -86,30 +89,33 @@ class LoraFolder:
         self.refresh()
 
     def refresh(self) -> None:
-        self._files, self._aliases = {}, {}
+        # Built aside and swapped in at once: a server's request threads look names up while a refresh runs.
+        self._files, self._aliases = self._scan()
+
+    def _scan(self) -> tuple[dict[str, LoraFile], dict[str, LoraFile]]:
+        files: dict[str, LoraFile] = {}
         if self.folder is None:
-            return
+            return {}, {}
         if not self.folder.is_dir():
             log.warning("the LoRA folder %s does not exist", self.folder)
-            return
+            return {}, {}
         for path in sorted(self.folder.rglob("*")):
-            if path.suffix.lower() in (".pt", ".ckpt", ".bin") and path.is_file():
+            suffix = path.suffix.lower()
+            if suffix in (".pt", ".ckpt", ".bin") and path.is_file():
                 log.warning("LoRA %s skipped: only .safetensors files are read (pickled files can run code)", path)
-            if path.suffix.lower() != ".safetensors" or not path.is_file():
+            if suffix != ".safetensors" or not path.is_file():
                 continue
             entry = LoraFile(path.stem, path, read_metadata(path))
-            if entry.name in self._files:
-                log.warning("two LoRA files named %r: %s is used, %s is not", entry.name,
-                            self._files[entry.name].path, path)
+            if entry.name in files:
+                log.warning("two LoRA files named %r: %s is used, %s is not", entry.name, files[entry.name].path, path)
                 continue
-            self._files[entry.name] = entry
-        names = set(self._files)
-        for entry in self._files.values():
+            files[entry.name] = entry
+        aliases: dict[str, LoraFile | None] = {}
+        for entry in files.values():
             alias = entry.alias
-            if alias != entry.name and alias not in names and alias.lower() not in FORBIDDEN_ALIASES:
-                # An alias two files share names neither of them.
-                self._aliases[alias] = None if alias in self._aliases else entry  # type: ignore[assignment]
-        self._aliases = {alias: entry for alias, entry in self._aliases.items() if entry is not None}
+            if alias != entry.name and alias not in files and alias.lower() not in FORBIDDEN_ALIASES:
+                aliases[alias] = None if alias in aliases else entry  # an alias two files share names neither
+        return files, {alias: entry for alias, entry in aliases.items() if entry is not None}
 
     def __iter__(self):
         return iter(self._files.values())

@@ -17,10 +17,11 @@ every step; in both a swapped weight is never seen, so those are refused (`--lor
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,7 +41,7 @@ class AppliedLora:
     """A LoRA file at the weights a tag asked for; `mentioned` is the name the tag used (the infotext's)."""
 
     file: LoraFile
-    weights: LoraWeights = LoraWeights()
+    weights: LoraWeights = field(default_factory=LoraWeights)
     mentioned: str = ""
 
 
@@ -62,6 +63,7 @@ class LoraSwitch:
     def __init__(self, pipe):
         self.pipe = pipe
         self._matched: OrderedDict[tuple[Path, int], list[tuple[str, Target, LowRank]]] = OrderedDict()
+        self._matched_lock = threading.Lock()  # a server's request threads check files while a job runs
         self._originals: list[tuple[nn.Module, str, torch.Tensor]] = []
 
     @property
@@ -69,11 +71,23 @@ class LoraSwitch:
         return bool(self._originals)
 
     def layers(self, lora: LoraFile) -> list[tuple[str, Target, LowRank]]:
-        """The file's pairs matched to this pipeline's layers (read once per file version)."""
-        key = (lora.path, lora.path.stat().st_mtime_ns)
-        if key in self._matched:
-            self._matched.move_to_end(key)
-            return self._matched[key]
+        """The file's pairs matched to this pipeline's layers (read once per file version); LoraFormatError if the
+        file is no LoRA sdart can apply or fits no layer of the model."""
+        try:
+            key = (lora.path, lora.path.stat().st_mtime_ns)
+        except OSError as exc:
+            raise LoraFormatError(f"LoRA {lora.name!r}: {lora.path} can't be read ({exc.strerror})") from None
+        with self._matched_lock:
+            if key in self._matched:
+                self._matched.move_to_end(key)
+                return self._matched[key]
+            matched = self._match(lora)
+            self._matched[key] = matched
+            while len(self._matched) > CACHED_FILES:
+                self._matched.popitem(last=False)
+            return matched
+
+    def _match(self, lora: LoraFile) -> list[tuple[str, Target, LowRank]]:
         matched, unmatched = match_layers(read_lora(lora.path), self.pipe)
         if not matched:
             raise LoraFormatError(f"LoRA {lora.name!r} ({lora.path}) fits no layer of the loaded model "
@@ -81,9 +95,6 @@ class LoraSwitch:
         if unmatched:
             log.warning("LoRA %s: %d of its layers name no layer of the loaded model and are not applied: %s",
                         lora.name, len(unmatched), ", ".join(unmatched[:5]))
-        self._matched[key] = matched
-        while len(self._matched) > CACHED_FILES:
-            self._matched.popitem(last=False)
         return matched
 
     @contextmanager

@@ -30,11 +30,12 @@ KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_":
 # block renumbering (`_maybe_map_sgm_blocks_to_diffusers`).
 SGM_LAYER_NAMES = {"in_layers_2": "conv1", "out_layers_3": "conv2", "emb_layers_1": "time_emb_proj",
                    "skip_connection": "conv_shortcut", "downsamplers_0_op": "downsamplers_0_conv"}
-SGM_TOP_LEVEL = {"lora_unet_input_blocks_0_0": "lora_unet_conv_in", "lora_unet_out_2": "lora_unet_conv_out",
-                 "lora_unet_time_embed_0": "lora_unet_time_embedding_linear_1",
-                 "lora_unet_time_embed_2": "lora_unet_time_embedding_linear_2",
-                 "lora_unet_label_emb_0_0": "lora_unet_add_embedding_linear_1",
-                 "lora_unet_label_emb_0_2": "lora_unet_add_embedding_linear_2"}
+SGM_BLOCKS = {"input_blocks_": "down_blocks_", "middle_block_": "mid_block_", "output_blocks_": "up_blocks_"}
+SGM_TOP_LEVEL = {"input_blocks_0_0": "conv_in", "out_2": "conv_out",
+                 "time_embed_0": "time_embedding_linear_1",
+                 "time_embed_2": "time_embedding_linear_2",
+                 "label_emb_0_0": "add_embedding_linear_1",
+                 "label_emb_0_2": "add_embedding_linear_2"}
 DOWN_SUFFIXES = (".lora_A.weight", ".lora.down.weight", ".lora_linear_layer.down.weight", ".lora_down.weight")
 UP_SUFFIXES = (".lora_B.weight", ".lora.up.weight", ".lora_linear_layer.up.weight", ".lora_up.weight")
 # diffusers' oldest layout names attention processors' LoRAs after the projection they change.
@@ -181,6 +182,19 @@ class Target:
     module: nn.Module
     rows: slice | None = None
 
+    @property
+    def shape(self) -> torch.Size:
+        """The shape ΔW must have: the weight's, or its block of rows."""
+        weight = self.module.qweight if hasattr(self.module, "qweight") else self.module.weight
+        if self.rows is None:
+            return weight.shape
+        return torch.Size((self.rows.stop - self.rows.start, *weight.shape[1:]))
+
+    def fits(self, pair: LowRank) -> bool:
+        """Whether the pair's ΔW (out, in…) has this target's size (a 1×1 conv and a Linear take each other's)."""
+        shape = self.shape
+        return pair.up.shape[0] == shape[0] and pair.down[0].numel() == shape[1:].numel()
+
 
 def layer_targets(model: nn.Module) -> dict[str, Target]:
     """Every Linear/Conv2d-like layer of `model` by its module name, plus the q/k/v names that a fused projection
@@ -219,7 +233,9 @@ def sgm_to_diffusers(names: list[str], unet_config) -> dict[str, str]:
         else:
             renamed[name] = name
     for key, name in _maybe_map_sgm_blocks_to_diffusers(in_blocks, unet_config).items():
-        new = key[len("lora_unet_"): -len(".w")]
+        new = key[len("lora_unet_"): -len(".w")]  # renumbered, still under the SGM block names
+        for sgm, diffusers_name in SGM_BLOCKS.items():
+            new = new.replace(sgm, diffusers_name, 1) if new.startswith(sgm) else new
         for sgm, diffusers_name in SGM_LAYER_NAMES.items():
             new = new.replace(f"_{sgm}", f"_{diffusers_name}")
         renamed[name] = new
@@ -227,7 +243,8 @@ def sgm_to_diffusers(names: list[str], unet_config) -> dict[str, str]:
 
 
 def match_layers(lora: LoraLayers, pipe) -> tuple[list[tuple[str, Target, LowRank]], list[str]]:
-    """(component, target, pair) for each pair that names a layer of `pipe`, and the layers that name none."""
+    """(component, target, pair) for each pair that names a layer of `pipe` of its size, and the layers that name
+    none (or one of another size: a LoRA for another model)."""
     matched, unmatched = [], []
     unet_names = [layer for component, layer in lora.pairs if component == "unet"]
     sgm = lora.kohya and any(n.startswith(("input_blocks_", "middle_block_", "output_blocks_")) for n in unet_names)
@@ -242,7 +259,7 @@ def match_layers(lora: LoraLayers, pipe) -> tuple[list[tuple[str, Target, LowRan
             targets = {name.replace(".", "_"): target for name, target in targets.items()}
         for layer, pair in layers:
             target = targets.get(renamed.get(layer, layer))
-            if target is None:
+            if target is None or not target.fits(pair):
                 unmatched.append(f"{component}: {layer}")
             else:
                 matched.append((component, target, pair))
