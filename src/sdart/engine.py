@@ -156,8 +156,11 @@ class Engine:
 
     def prompt_loras(self, request: GenerationRequest) -> PromptLoras:
         """The LoRAs `request`'s prompt tags name in the LoRA folder, and what is not applied (`warnings`). With
-        `missing_lora="error"` (the default) an unknown name raises RequestError naming `prompt` and the folder."""
-        return request_loras(request, self.lora_folder, self.ready, memory=self.memory, device=self.device)
+        `missing_lora="error"` (the default) an unknown name raises RequestError naming `prompt` and the folder.
+        Whether the files fit is checked against the loaded model only when the request runs on it."""
+        loaded = not request.model or request.model == self.reference
+        return request_loras(request, self.lora_folder, self.ready if loaded else None, memory=self.memory,
+                             device=self.device)
 
     def infotext(self, request: GenerationRequest, seed: int, batch_pos: int = 0, batch_size: int = 1) -> str:
         """The infotext this engine writes for `request`'s image with `seed`."""

@@ -4,10 +4,11 @@ LoRA draws bit for bit what it drew before (A1111's default "merge with a backup
 
 Why copies of the weights rather than peft adapters switched per request: sdart fuses the attention's Q/K/V
 projections into one (speed.options.fuse_qkv) and may keep weights as int8 (speed.quant), and peft knows neither
-(it would look for the `to_q` layers the fusing removed, and wrap only nn.Linear); unfused adapters would also
-cost every step two extra matmuls per layer, where a patched weight costs nothing per step. A q/k/v pair goes into
+(it would look for the `to_q` layers the fusing removed, and wrap only nn.Linear); unfused adapters also cost
+every UNet call two extra matmuls per layer, where a patched weight costs nothing per step. A q/k/v pair goes into
 its rows of the fused projection; an int8 layer is dequantized, patched and quantized again (as `--lora` at load).
-The switch cost is one matmul and one copy per affected layer (benchmarks/NOTES.md).
+Switching costs one copy and one addmm per affected weight, about a third of one UNet call for a rank-32 SD 1.5
+LoRA, against +30–75 % on every UNet call with peft adapters (benchmarks/NOTES.md).
 
 What can't work: a torch.compile'd UNet on the CPU folds its weights into the compiled graph (Inductor freezing),
 and weights streamed to the GPU layer by layer (`--memory minimal`) are copied back from the loader's own store at
@@ -33,7 +34,9 @@ from sdart.models.loraweights import LoraFormatError, LowRank, Target, match_lay
 
 log = logging.getLogger(__name__)
 
-CACHED_FILES = 16  # LoRA files kept read and matched (a typical SD 1.5 LoRA holds 10–150 MB)
+# LoRA files kept read and matched, the most recently used first, up to this many bytes of tensors (the last one
+# is always kept): a typical SD 1.5 LoRA holds 10–150 MB, an SDXL one up to ~900 MB.
+CACHE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def unsupported_reason(*, compiled: bool, memory: str, device: torch.device) -> 
 
 class LoraSwitch:
     """Applies a request's LoRAs to one pipeline's UNet and text encoders and takes them off again. Files are read
-    and matched to the pipeline once and kept (the last CACHED_FILES), so a LoRA used again costs no reading."""
+    and matched to the pipeline once and kept (up to CACHE_BYTES), so a LoRA used again costs no reading."""
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -83,7 +86,7 @@ class LoraSwitch:
                 return self._matched[key]
             matched = self._match(lora)
             self._matched[key] = matched
-            while len(self._matched) > CACHED_FILES:
+            while len(self._matched) > 1 and sum(map(_bytes, self._matched.values())) > CACHE_BYTES:
                 self._matched.popitem(last=False)
             return matched
 
@@ -133,23 +136,40 @@ class LoraSwitch:
             setattr(module, name, original)
 
     def _patch(self, module: nn.Module, pairs) -> None:
-        quantized = hasattr(module, "qweight")
-        weight = module.dequantized() if quantized else module.weight
-        delta = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        for rows, pair, multiplier, dyn in pairs:
-            part = delta if rows is None else delta[rows]
-            part += pair.delta(part.shape, dyn).to(weight.device) * multiplier
-        if quantized:
+        if hasattr(module, "qweight"):  # int8: dequantize, patch in float32, quantize again
             from sdart.speed.quant import quantize_tensor
 
-            qweight, scale = quantize_tensor(weight.float() + delta)
+            patched = module.dequantized().float()
+            _add_pairs(patched, pairs)
+            qweight, scale = quantize_tensor(patched)
             self._swap(module, "qweight", qweight)
             self._swap(module, "scale", scale.to(module.scale.dtype))
-        else:
-            patched = torch.empty_like(weight)  # the weight's own memory layout (channels_last convs stay so)
-            torch.add(weight.detach(), delta.to(weight.dtype), out=patched)
-            self._swap(module, "weight", nn.Parameter(patched, requires_grad=False))
+            return
+        # One copy of the weight (in its own dtype and memory layout), ΔW added in place with one addmm per pair.
+        patched = module.weight.detach().clone()
+        _add_pairs(patched, pairs)
+        self._swap(module, "weight", nn.Parameter(patched, requires_grad=False))
 
     def _swap(self, module: nn.Module, name: str, tensor: torch.Tensor) -> None:
         self._originals.append((module, name, getattr(module, name)))
         setattr(module, name, tensor)
+
+
+def _bytes(layers: list[tuple[str, Target, LowRank]]) -> int:
+    return sum(t.element_size() * t.numel() for _, _, pair in layers for t in (pair.down, pair.up))
+
+
+def _add_pairs(weight: torch.Tensor, pairs) -> None:
+    """weight (or its rows) += up @ down for each pair, in place. The matmul accumulates in float32 and rounds to
+    the weight's dtype once; a weight that is not one matrix in memory (a channels_last 3×3 conv) gets ΔW added
+    as a tensor instead."""
+    for rows, pair, multiplier, dyn in pairs:
+        target = weight if rows is None else weight[rows]
+        up, down = pair.factors(dyn, multiplier)
+        up, down = up.to(weight.device, weight.dtype), down.to(weight.device, weight.dtype)
+        try:
+            matrix = target.view(target.shape[0], -1)
+        except RuntimeError:  # strides that don't flatten
+            target.add_((up @ down).reshape(target.shape))
+        else:
+            matrix.addmm_(up, down)

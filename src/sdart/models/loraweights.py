@@ -56,16 +56,19 @@ class LowRank:
     up: torch.Tensor
     alpha: float | None
 
-    def delta(self, shape: torch.Size, dyn: int | None = None) -> torch.Tensor:
-        """ΔW in float32, shaped `shape` (the target weight or rows of it), at multiplier 1."""
+    def factors(self, dyn: int | None = None, multiplier: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(up (out, r) × alpha / rank × multiplier, down (r, in·kh·kw)) in float32: ΔW = up @ down, flattened."""
         rank = self.down.shape[0]
         keep = min(dyn, rank) if dyn else rank  # DyLoRA: the first `dyn` ranks (the scale keeps the full rank)
-        up = self.up.flatten(1)[:, :keep].float()
-        down = self.down.flatten(1)[:keep].float()
-        delta = up @ down * (self.alpha / rank if self.alpha is not None else 1.0)
-        if delta.numel() != shape.numel():
-            raise ValueError(f"a LoRA layer of shape {tuple(delta.shape)} does not fit a weight of {tuple(shape)}")
-        return delta.reshape(shape)
+        scale = (self.alpha / rank if self.alpha is not None else 1.0) * multiplier
+        return self.up.flatten(1)[:, :keep].float() * scale, self.down.flatten(1)[:keep].float()
+
+    def delta(self, shape: torch.Size, dyn: int | None = None) -> torch.Tensor:
+        """ΔW in float32, shaped `shape` (the target weight or rows of it), at multiplier 1."""
+        up, down = self.factors(dyn)
+        if up.shape[0] * down.shape[1] != shape.numel():
+            raise ValueError(f"a LoRA layer of {up.shape[0]}×{down.shape[1]} does not fit a weight of {tuple(shape)}")
+        return (up @ down).reshape(shape)
 
 
 @dataclass(frozen=True)

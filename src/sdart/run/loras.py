@@ -27,12 +27,15 @@ def lookup_request_loras(request: GenerationRequest, folder: LoraFolder) -> Prom
     return found
 
 
-def request_loras(request: GenerationRequest, folder: LoraFolder, ready: ReadyModel, *, memory: str,
+def request_loras(request: GenerationRequest, folder: LoraFolder, ready: ReadyModel | None, *, memory: str,
                   device: torch.device) -> PromptLoras:
-    """lookup_request_loras, and whether the files fit the loaded model (each read and matched once, then kept) and
+    """lookup_request_loras, and whether the files fit the model `ready` (each read and matched once, then kept) and
     these engine settings can apply them: a RequestError naming `prompt` if not, with `missing_lora="error"`;
-    left out and said in `warnings` with "warn"."""
+    left out and said in `warnings` with "warn". Without `ready` (the request names a model not loaded yet), only
+    the lookup."""
     found = lookup_request_loras(request, folder)
+    if ready is None:
+        return found
     strict = request.missing_lora == "error"
     reason = unsupported_reason(compiled=hasattr(ready.pipeline.unet, "_orig_mod"), memory=memory,
                                 device=device) if found.loras else None

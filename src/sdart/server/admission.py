@@ -79,15 +79,15 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
     the queue's length comes before a picture is stored; a request refused for a full queue removes what it created.
     """
     check_limits(request, server.settings)
-    if source == "a1111":  # A1111 draws without a LoRA it can't find and says so; its API keeps that
-        request = request.replace(missing_lora="warn")
-    lora_warnings(server, request)
     if request.model is not None:
         entry = server.catalog.find(request.model)
         if entry is None:
             raise FieldErrors.one(("body", "model"), request.model,
                                   f"unknown model; this server has: {', '.join(server.catalog.names())}")
         request = request.replace(model=entry.reference)
+    if source == "a1111":  # A1111 draws without a LoRA it can't find and says so; its API keeps that
+        request = request.replace(missing_lora="warn")
+    lora_warnings(server, request)
     pictures = {name: getattr(request, name) for name in PICTURE_FIELDS if getattr(request, name)}
     for name, value in pictures.items():
         if not is_data_url(value):  # clients never name files on the server
