@@ -4,6 +4,7 @@ batch) goes through it; each job behind it is its own module: loading (sdart.loa
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -14,9 +15,12 @@ from sdart.loading import ReadyModel, prepare_model, speed_options
 from sdart.models.load import LoadedModel
 from sdart.models.lora import parse_lora
 from sdart.models.vaes import OWN_VAE, find_vaes
+from sdart.models.lorafiles import LoraFolder
+from sdart.models.loratags import PromptLoras
 from sdart.request import MAX_SEED, GenerationRequest
 from sdart.run.batches import Run
 from sdart.run.infotext import infotext_for
+from sdart.run.loras import infotext_extras, request_loras
 from sdart.run.progress import Cancel, GenerationCancelled, StepCallback, StepProgress, cancel_check, tqdm_callback
 from sdart.run.result import Batch, GenerationResult, summarise_timings
 from sdart.settings import Settings, load_settings
@@ -25,6 +29,8 @@ from sdart.speed.device import pick_device, pick_dtype
 # Importable from here as they always were: the results and progress a run hands to its caller.
 __all__ = ["Batch", "Engine", "GenerationCancelled", "GenerationResult", "StepCallback", "StepProgress",
            "summarise_timings"]
+
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -52,6 +58,7 @@ class Engine:
         self.speed = speed_options(self.settings, self.memory)
         self.loras = [parse_lora(text) for text in self.settings.loras]
         self.default_vae = self.settings.vae  # what a request that names no VAE gets (the server's `sd_vae`)
+        self.lora_folder = LoraFolder(self.settings.lora_dir)  # what `<lora:NAME>` prompt tags name
         self._lock = threading.Lock()
         self.ready: ReadyModel
         self.load(model or self.settings.model)
@@ -128,6 +135,7 @@ class Engine:
         request = request or GenerationRequest.parse(fields)
         self._ensure_model(request)
         result = GenerationResult(self.resolve_request(request))
+        result.warnings = self.prompt_loras(result.request).warnings
         bar = None
         if on_step is None and progress is not False:
             on_step, bar = tqdm_callback()
@@ -157,14 +165,27 @@ class Engine:
         self._ensure_model(request)
         # 2. Resolve size and seed (a no-op for a resolved request).
         request = self.resolve_request(request)
-        # 3. The run: its passes, one pipeline call per batch.
+        # 3. The prompt's LoRA tags, looked up before anything runs.
+        loras = self.prompt_loras(request)
+        for warning in loras.warnings:
+            log.warning("%s", warning)
+        # 4. The run: its passes, one pipeline call per batch, with the LoRAs on the weights for this run only.
         run = Run(self.ready, request, device=self.device, memory=self.memory, rng=self.settings.rng,
                   safety_checker=self.safety_checker, on_step=on_step, is_cancelled=cancel_check(cancel),
-                  finish_batch=finish_batch or (lambda: False))
-        with self._lock:
+                  finish_batch=finish_batch or (lambda: False), loras=loras)
+        with self._lock, self.ready.lora_switch.applied(loras.loras):
             yield from run.batches()
+
+    def prompt_loras(self, request: GenerationRequest) -> PromptLoras:
+        """The LoRAs `request`'s prompt tags name in the LoRA folder, and what is not applied (`warnings`). With
+        `missing_lora="error"` (the default) an unknown name raises RequestError naming `prompt` and the folder.
+        Whether the files fit is checked against the loaded model only when the request runs on it."""
+        loaded = not request.model or request.model == self.reference
+        return request_loras(request, self.lora_folder, self.ready if loaded else None, memory=self.memory,
+                             device=self.device)
 
     def infotext(self, request: GenerationRequest, seed: int, batch_pos: int = 0, batch_size: int = 1) -> str:
         """The infotext this engine writes for `request`'s image with `seed`."""
         return infotext_for(request, seed, model=self.model, model_extras=self.ready.infotext_extras,
-                            batch_pos=batch_pos, batch_size=batch_size)
+                            batch_pos=batch_pos, batch_size=batch_size,
+                            run_extras=infotext_extras(self.prompt_loras(request)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 
 from sdart.models.load import LoadedModel, WeightLayout, load, load_vae
 from sdart.models.lora import LoraRef, apply_loras, infotext_value
+from sdart.models.loraswitch import LoraSwitch
 from sdart.models.resolve import resolve
 from sdart.models.vaes import is_vae_file, load_vae_file
 from sdart.settings import Settings
@@ -38,6 +40,11 @@ class ReadyModel:
     @property
     def pipeline(self):
         return self.loaded.pipeline
+
+    @cached_property
+    def lora_switch(self) -> LoraSwitch:
+        """Applies a request's LoRA tags to this model's weights for its run (the twins share the weights)."""
+        return LoraSwitch(self.pipeline)
 
     def twin(self, task: str):
         """The img2img ("img2img") or inpainting ("inpaint") twin: the same components (and so the same speed

@@ -8,7 +8,7 @@ each bad field and the value it was given.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -95,6 +95,9 @@ class GenerationRequest(BaseModel):
     mask: str | None = None
     mask_blur: int = Field(4, ge=0, le=64)
     inpainting_mask_invert: bool = False
+    # What a `<lora:NAME>` tag naming no file in the LoRA folder does: "error" refuses the request (CLI, Python, the
+    # native API); "warn" draws without it and says so (A1111's behaviour, which its /sdapi/v1 API keeps).
+    missing_lora: Literal["error", "warn"] = "error"
 
     @model_validator(mode="before")
     @classmethod

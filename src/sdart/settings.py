@@ -51,13 +51,15 @@ class Settings(BaseSettings):
     vae_dir: Path | None = None
     # LoRA adapters fused into the model at load, each "REF" or "REF:SCALE" (sdart.lora), e.g. LCM-LoRA.
     loras: list[str] = Field(default_factory=list)
+    # A1111's `models/Lora`: the .safetensors files (subfolders too) that `<lora:NAME:WEIGHT>` prompt tags name.
+    lora_dir: Path | None = None
     # Upscaler models (ESRGAN, Real-ESRGAN, SwinIR, DAT, …) found by name here, A1111's models/ESRGAN-style
     # (subfolders allowed); run in tiles of upscaler_tile px overlapping by upscaler_overlap (sdart.upscalers).
     upscaler_dir: Path | None = None
     upscaler_tile: int = Field(512, ge=0)  # 0: the whole picture at once
     upscaler_overlap: int = Field(32, ge=0)
 
-    @field_validator("upscaler_dir")
+    @field_validator("upscaler_dir", "lora_dir")
     @classmethod
     def _check_upscaler_dir(cls, folder: Path | None) -> Path | None:
         if folder is not None and not folder.expanduser().is_dir():

@@ -40,6 +40,7 @@ def batch(
     dtype: o.DType = None,
     memory: o.Memory = None,
     lora: o.Lora = None,
+    lora_dir: o.LoraDir = None,
     vae: o.Vae = None,
     compile: o.Compile = None,
     step_cache: o.StepCache = None,
@@ -75,7 +76,7 @@ def batch(
         if seed is not None and seeds is not None:
             raise ValueError("--seed and --seeds: give one (--seeds 0-3 makes one run per seed)")
         settings = load_settings(model=model, model_config_dir=model_config_dir, device=device, dtype=dtype,
-                                 memory=memory, rng=rng, loras=lora, vae=vae, compile=compile,
+                                 memory=memory, rng=rng, loras=lora, lora_dir=lora_dir, vae=vae, compile=compile,
                                  step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize)
         defaults = {k: v for k, v in dict(
             negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed, width=width, height=height,

@@ -14,6 +14,21 @@ from sdart.cli import options as o
 from sdart.cli.common import EXIT_INTERRUPTED, cancel_on_ctrl_c, configure_logging, err, friendly_errors, out
 
 
+def _check_lora_tags(request, settings, image_params: dict[str, str] | None):
+    """The prompt's `<lora:…>` names checked before a model is loaded (exit 2 naming the folder). A prompt taken
+    from a picture (--from) finds renamed files by their `Lora hashes` and draws without the LoRAs this folder lacks,
+    naming them (as a missing model is)."""
+    from sdart.models.lorafiles import LoraFolder
+    from sdart.run.loras import lookup_request_loras, names_by_hash
+
+    folder = LoraFolder(settings.lora_dir)
+    if image_params is not None:
+        request = request.replace(prompt=names_by_hash(request.prompt, image_params.get("Lora hashes"), folder),
+                                  missing_lora="warn")
+    lookup_request_loras(request, folder)
+    return request
+
+
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="What to draw. Optional with --from."),
     negative_prompt: o.NegativePrompt = None,
@@ -41,6 +56,7 @@ def generate(
     dtype: o.DType = None,
     memory: o.Memory = None,
     lora: o.Lora = None,
+    lora_dir: o.LoraDir = None,
     vae: o.Vae = None,
     rng: o.Rng = None,
     safety_checker: Optional[bool] = typer.Option(None, "--safety-checker/--no-safety-checker", help="Check images with the model's safety checker and report flagged ones."),
@@ -98,7 +114,9 @@ def generate(
                                  step_cache=step_cache if step_cache is not None else from_settings.get("step_cache"),
                                  token_downsampling=token_downsampling if token_downsampling is not None
                                  else from_settings.get("token_downsampling"),
-                                 quantize=quantize or from_settings.get("quantize"), loras=lora, vae=vae)
+                                 quantize=quantize or from_settings.get("quantize"), loras=lora,
+                                 lora_dir=lora_dir, vae=vae)
+        request = _check_lora_tags(request, settings, image.parsed.params if image is not None and prompt is None else None)
         # 2. Output folder: checked before minutes are spent on images.
         folder = ensure_writable_dir(settings.output_dir)
         # 3. Model.

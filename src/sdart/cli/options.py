@@ -30,6 +30,7 @@ DType = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, fl
 Memory = Annotated[Optional[str], typer.Option("--memory", help="balanced, low or minimal \\[default: balanced].")]
 Vae = Annotated[Optional[str], typer.Option("--vae", help="Replacement VAE, hub id or folder: e.g. stabilityai/sd-vae-ft-mse, or madebyollin/taesd (tiny, decodes several times faster) \\[env: SDART_VAE].")]
 Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA fused into the model: a .safetensors file, folder or hub id, optionally REF:SCALE; repeat for more. LCM-LoRA: 4 steps with --sampler LCM --cfg 1.5 \\[env: SDART_LORAS].")]
+LoraDir = Annotated[Optional[Path], typer.Option("--lora-dir", help="Folder of LoRA .safetensors files (A1111's models/Lora, subfolders too) that <lora:NAME:WEIGHT> prompt tags name \\[env: SDART_LORA_DIR].")]
 # Engine speed options (sdart.device.SpeedOptions); the last three change the picture a little.
 Compile = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the UNet (slow first start, faster steps) \\[env: SDART_COMPILE].")]
 StepCache = Annotated[Optional[int], typer.Option("--step-cache", help="Reuse deep UNet features: full UNet every N steps (2-5), faster, slightly different image \\[env: SDART_STEP_CACHE].")]

@@ -25,6 +25,7 @@ def serve(
     dtype: o.DType = None,
     memory: o.Memory = None,
     lora: o.Lora = None,
+    lora_dir: o.LoraDir = None,
     vae: o.Vae = None,
     compile: o.Compile = None,
     step_cache: o.StepCache = None,
@@ -57,7 +58,7 @@ def serve(
         from sdart.settings import load_settings
 
         settings = load_settings(model=model, host=host, port=port, data_dir=data_dir, api_key=api_key,
-                                 device=device, dtype=dtype, memory=memory, loras=lora, vae=vae, compile=compile,
+                                 device=device, dtype=dtype, memory=memory, loras=lora, lora_dir=lora_dir, vae=vae, compile=compile,
                                  step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize,
                                  upscaler_dir=upscaler_dir)
         try:

@@ -10,10 +10,13 @@ from collections.abc import Callable, Iterator
 import torch
 from PIL import Image
 
+from sdart.conditioning.extra_networks import extract_extra_networks
 from sdart.images.initimage import fit, open_init_image, open_mask
 from sdart.loading import ReadyModel
+from sdart.models.loratags import PromptLoras
 from sdart.request import GenerationRequest
 from sdart.run.infotext import infotext_for
+from sdart.run.loras import infotext_extras
 from sdart.run.postprocess import check_safety, composite_through_mask
 from sdart.run.progress import GenerationCancelled, StepCallback, StepProgress
 from sdart.run.result import Batch
@@ -28,9 +31,13 @@ class Run:
 
     def __init__(self, ready: ReadyModel, request: GenerationRequest, *, device: torch.device, memory: str,
                  rng: str, safety_checker: bool, on_step: StepCallback | None, is_cancelled: Callable[[], bool],
-                 finish_batch: Callable[[], bool] = lambda: False):
+                 finish_batch: Callable[[], bool] = lambda: False, loras: PromptLoras | None = None):
         self.ready = ready
         self.request = request
+        # The prompt's `<lora:…>` tags are applied to the weights (Engine), not read by the text encoder; the
+        # infotext keeps the prompt as typed and names them in `Lora hashes`.
+        self.prompt = extract_extra_networks(request.prompt)[0]
+        self.run_extras = infotext_extras(loras) if loras is not None else {}
         self.device = device
         self.memory = memory
         # Noise drawn on the CPU by default, so that a seed gives the same image on CPU and GPU.
@@ -109,7 +116,7 @@ class Run:
         call_started = time.perf_counter()
         reset_step_cache(self.pipe.unet)  # a step cache starts empty: nothing carries over from the last batch
         output = self.pipe(
-            prompt=[request.prompt] * len(seeds),
+            prompt=[self.prompt] * len(seeds),
             negative_prompt=[request.negative_prompt] * len(seeds) if request.negative_prompt else None,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
@@ -129,7 +136,8 @@ class Run:
         nsfw = (check_safety(self.ready.checker, self.ready.feature_extractor, images)
                 if self.safety_checker else None)
         infotexts = [infotext_for(self.request, seed, model=self.ready.loaded, model_extras=self.ready.infotext_extras,
-                                  batch_pos=position, batch_size=len(seeds)) for position, seed in enumerate(seeds)]
+                                  batch_pos=position, batch_size=len(seeds), run_extras=self.run_extras)
+                     for position, seed in enumerate(seeds)]
         return Batch(iteration, images, seeds, infotexts, nsfw, batch_timings(marks, call_started, finished))
 
 

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from sdart.engine import Engine
 from sdart.images.output import ensure_writable_dir
-from sdart.server import a1111, a1111_extras, errors, history, model_switch, native, pnginfo, stream
+from sdart.server import a1111, a1111_extras, a1111_networks, errors, history, model_switch, native, pnginfo, stream
 from sdart.server.admission import Server
 from sdart.server.catalog import ModelCatalog
 from sdart.server.events import EventHub
@@ -78,6 +78,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         app.include_router(routes.router)
     app.include_router(a1111.router)
     app.include_router(a1111_extras.router)
+    app.include_router(a1111_networks.router)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdart.cluster import MODEL_DEPLOYMENT, SERVE_APP, _engine, _portable_settings, default_gpus_per_worker, ray_session
 from sdart.images.output import png_bytes
+from sdart.models.lorafiles import LoraFolder
 
 if TYPE_CHECKING:
     from sdart.settings import Settings
@@ -108,6 +109,7 @@ class RemoteEngine:
                                   info["family"])
         self.device, self.dtype, self.load_s = info["device"], info["dtype"], info["load_s"]
         self.safety_checker = settings.safety_checker
+        self.lora_folder = LoraFolder(settings.lora_dir)  # the replicas read the same folder (a shared path)
 
     @property
     def reference(self) -> str:
@@ -117,6 +119,12 @@ class RemoteEngine:
         from sdart.engine import Engine
 
         return Engine.resolve_request(self, request)  # type: ignore[arg-type] - it reads only self.model
+
+    def prompt_loras(self, request):
+        """The request's LoRA tags looked up here (the replica checks again whether its settings can apply them)."""
+        from sdart.run.loras import lookup_request_loras
+
+        return lookup_request_loras(request, self.lora_folder)
 
     def load(self, reference: str) -> None:
         from sdart.models.errors import ModelLoadError
