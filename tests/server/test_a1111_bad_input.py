@@ -51,8 +51,12 @@ def test_every_route_is_covered_and_none_answers_5xx_to_broken_bodies(live_serve
     for method, path, operation in routes:
         url = re.sub(r"\{[^}]+\}", "0" * 32, path)
         for body in BROKEN_BODIES:
-            response = live_server.client.request(method.upper(), url, content=body,
-                                                  headers={"content-type": "application/json"})
+            with live_server.client.stream(method.upper(), url, content=body,
+                                           headers={"content-type": "application/json"}) as response:
+                if response.headers.get("content-type", "").startswith("text/event-stream"):
+                    assert response.status_code < 500, (method, path, body[:20])
+                    continue  # an event stream never ends: its status is the answer
+                response.read()
             assert response.status_code < 500, (method, path, body[:20], response.text[:300])
             if (method, path) in BODY_ROUTES:
                 assert 400 <= response.status_code < 500 and _names_the_field(response, None), (path, body[:20])
