@@ -18,7 +18,6 @@ from sdart.conditioning.embeddings import SDXL_KEYS, SINGLE
 # "Ignore" reads the brackets but applies no weights; "None" reads brackets (and BREAK) as literal text.
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 DEFAULT_EMPHASIS = "Original"
-_ROWS_PER_CALL = 16  # chunks encoded per forward call (bounds activation memory for long schedules)
 
 
 @dataclass(frozen=True)
@@ -112,16 +111,16 @@ def apply_emphasis(hidden: torch.Tensor, weights: torch.Tensor, emphasis: str) -
 def encode_rows(encoder: TextEncoder, rows: Sequence[Chunk], *, clip_skip: int, emphasis: str,
                 device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Each chunk encoded on its own: hidden states (rows, 77, C) and, for a pooled encoder, the pooled output
-    (rows, P) of each chunk."""
+    (rows, P) of each chunk. One forward call per chunk: batched calls round differently with the batch size
+    (~1e-7 on CPU), and a prompt's tensors should not depend on what else the job encodes."""
     hidden_parts, pooled_parts = [], []
     eos_id = encoder.tokenizer.eos_token_id
-    for start in range(0, len(rows), _ROWS_PER_CALL):
-        batch = rows[start:start + _ROWS_PER_CALL]
-        ids = torch.tensor([row.input_ids(eos_id, encoder.pad_id) for row in batch], device=device)
-        with _embedding_vectors(encoder, batch):
+    for row in rows:
+        ids = torch.tensor([row.input_ids(eos_id, encoder.pad_id)], device=device)  # (1, 77)
+        with _embedding_vectors(encoder, [row]):
             output = encoder.model(ids, output_hidden_states=True)
         hidden = _hidden_states(encoder, output, clip_skip)
-        weights = torch.tensor([row.weights for row in batch], device=hidden.device, dtype=torch.float32)
+        weights = torch.tensor([row.weights], device=hidden.device, dtype=torch.float32)
         hidden_parts.append(apply_emphasis(hidden, weights, emphasis))
         if encoder.pooled:
             pooled_parts.append(output.text_embeds)
