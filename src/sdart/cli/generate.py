@@ -46,6 +46,7 @@ def generate(
     sampler_name: o.Sampler = None,
     scheduler: o.Scheduler = None,
     clip_skip: o.ClipSkip = None,
+    emphasis: o.Emphasis = None,
     model: o.Model = None,
     model_config_dir: o.ModelConfigDir = None,
     init_image: Optional[Path] = typer.Option(None, "--init-image", "-i", help="img2img: start from this picture instead of noise (size: its aspect ratio at the model's size, unless -W/-H)."),
@@ -61,6 +62,7 @@ def generate(
     memory: o.Memory = None,
     lora: o.Lora = None,
     vae: o.Vae = None,
+    embeddings_dir: o.EmbeddingsDir = None,
     rng: o.Rng = None,
     safety_checker: Optional[bool] = typer.Option(None, "--safety-checker/--no-safety-checker", help="Check images with the model's safety checker and report flagged ones."),
     compile: o.Compile = None,
@@ -90,7 +92,7 @@ def generate(
                 fields.pop("model")
         given = dict(prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed,
                      width=width, height=height, n_iter=n_iter, batch_size=batch_size, sampler_name=sampler_name,
-                     scheduler=scheduler, clip_skip=clip_skip, model=model,
+                     scheduler=scheduler, clip_skip=clip_skip, emphasis=emphasis, model=model,
                      init_image=str(init_image) if init_image is not None else None,
                      denoising_strength=denoising_strength, resize_mode=resize_mode,
                      mask=str(mask) if mask is not None else None, mask_blur=mask_blur,
@@ -101,7 +103,8 @@ def generate(
         request = GenerationRequest.parse(fields)
         settings = load_settings(model_config_dir=model_config_dir, output_dir=output_dir, device=device,
                                  dtype=dtype, memory=memory, rng=rng, safety_checker=safety_checker, compile=compile,
-                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize, loras=lora, vae=vae)
+                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize, loras=lora, vae=vae,
+                                 embeddings_dir=embeddings_dir)
         # 2. Output folder: checked before minutes are spent on images.
         folder = ensure_writable_dir(settings.output_dir)
         # 3. Model.

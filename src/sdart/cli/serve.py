@@ -24,6 +24,7 @@ def serve(
     memory: o.Memory = None,
     lora: o.Lora = None,
     vae: o.Vae = None,
+    embeddings_dir: o.EmbeddingsDir = None,
     compile: o.Compile = None,
     step_cache: o.StepCache = None,
     token_downsampling: o.TokenDownsampling = None,
@@ -54,7 +55,8 @@ def serve(
         from sdart.settings import load_settings
 
         settings = load_settings(model=model, host=host, port=port, data_dir=data_dir, api_key=api_key,
-                                 device=device, dtype=dtype, memory=memory, loras=lora, vae=vae, compile=compile,
+                                 device=device, dtype=dtype, memory=memory, loras=lora, vae=vae, embeddings_dir=embeddings_dir,
+                                 compile=compile,
                                  step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize)
         try:
             check_bind(settings.host, settings.api_key)

@@ -197,3 +197,20 @@ def _describe(vectors: Mapping[str, torch.Tensor]) -> str:
 
 def _describe_widths(widths: Mapping[str, int]) -> str:
     return ", ".join(f"{key or 'single'} {width}" for key, width in widths.items())
+
+
+class EmbeddingFolder:
+    """An embeddings folder, read again whenever a file in it is added, removed or rewritten (A1111 re-reads its
+    folder before each generation too), sorted for the model being used."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise FileNotFoundError(f"embeddings_dir {str(self.directory)!r} is not a folder")
+        self._last: tuple[Any, Embeddings] | None = None
+
+    def for_model(self, widths: Mapping[str, int]) -> Embeddings:
+        key = (folder_signature(self.directory), tuple(sorted(widths.items())))
+        if self._last is None or self._last[0] != key:
+            self._last = (key, Embeddings.scan(self.directory, widths))
+        return self._last[1]

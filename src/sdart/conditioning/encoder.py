@@ -7,16 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
 from sdart.conditioning.chunks import Chunk
 from sdart.conditioning.embeddings import SDXL_KEYS, SINGLE
+from sdart.request import Emphasis
 
-# A1111's `emphasis` option: "Original" weights and restores each chunk's mean; "No norm" weights only;
-# "Ignore" reads the brackets but applies no weights; "None" reads brackets (and BREAK) as literal text.
-EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
+EMPHASIS_MODES: tuple[str, ...] = get_args(Emphasis)
 DEFAULT_EMPHASIS = "Original"
 
 
