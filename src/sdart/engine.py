@@ -10,6 +10,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from sdart.conditioning import Conditioning, Embeddings
+from sdart.conditioning.embeddings import EmbeddingFolder
+from sdart.conditioning.encoder import encoder_widths, text_encoders
 from sdart.images.initimage import default_size, picture_size
 from sdart.loading import ReadyModel, prepare_model, speed_options
 from sdart.models.load import LoadedModel
@@ -19,6 +22,7 @@ from sdart.models.lorafiles import LoraFolder
 from sdart.models.loratags import PromptLoras
 from sdart.request import MAX_SEED, GenerationRequest
 from sdart.run.batches import Run
+from sdart.run.conditioning import request_conditioning
 from sdart.run.infotext import infotext_for
 from sdart.run.loras import infotext_extras, request_loras
 from sdart.run.progress import Cancel, GenerationCancelled, StepCallback, StepProgress, cancel_check, tqdm_callback
@@ -59,6 +63,8 @@ class Engine:
         self.loras = [parse_lora(text) for text in self.settings.loras]
         self.default_vae = self.settings.vae  # what a request that names no VAE gets (the server's `sd_vae`)
         self.lora_folder = LoraFolder(self.settings.lora_dir)  # what `<lora:NAME>` prompt tags name
+        # Textual-inversion words: the folder is read again when its files change, and sorted per loaded model.
+        self.embedding_folder = EmbeddingFolder(self.settings.embeddings_dir) if self.settings.embeddings_dir else None
         self._lock = threading.Lock()
         self.ready: ReadyModel
         self.load(model or self.settings.model)
@@ -104,7 +110,26 @@ class Engine:
             return None
         return str(find_vaes(self.settings.vae_dir).get(vae, vae))
 
+    def embeddings(self) -> Embeddings:
+        """The embeddings folder's words sorted for the loaded model: `loaded` and `skipped` (A1111's
+        /sdapi/v1/embeddings); empty without an embeddings folder."""
+        if self.embedding_folder is None:
+            return Embeddings()
+        return self.embedding_folder.for_model(encoder_widths(text_encoders(self.model.pipeline)))
+
     # --- generation --------------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str, negative_prompt: str = "", **fields: Any) -> Conditioning:
+        """What the UNet will see for these prompts (and request fields such as steps, sampler_name, clip_skip,
+        emphasis): `.at_step(n)` gives the pipeline's prompt_embeds and the rest.
+
+        >>> engine.encode_prompt("a (red:1.3) fox").at_step(0)["prompt_embeds"].shape
+        torch.Size([1, 77, 768])
+        """
+        request = GenerationRequest.parse({"prompt": prompt, "negative_prompt": negative_prompt, **fields})
+        self._ensure_model(request)
+        with self._lock:
+            return request_conditioning(self.model.pipeline, request, self.embeddings())
 
     def resolve_request(self, request: GenerationRequest) -> GenerationRequest:
         """Fill in what the request left to the model and the dice: size and seed."""
@@ -172,7 +197,7 @@ class Engine:
         # 4. The run: its passes, one pipeline call per batch, with the LoRAs on the weights for this run only.
         run = Run(self.ready, request, device=self.device, memory=self.memory, rng=self.settings.rng,
                   safety_checker=self.safety_checker, on_step=on_step, is_cancelled=cancel_check(cancel),
-                  finish_batch=finish_batch or (lambda: False), loras=loras)
+                  finish_batch=finish_batch or (lambda: False), loras=loras, embeddings=self.embeddings())
         with self._lock, self.ready.lora_switch.applied(loras.loras):
             yield from run.batches()
 

@@ -34,6 +34,9 @@ MAX_SIDE = 4096
 MAX_STEPS = 500
 # Fields that name a picture (a file path or a data: URL): the server stores them itself and never shows paths.
 PICTURE_FIELDS = ("init_image", "mask")
+# A1111's `emphasis` option: "Original" weights (x:1.2) and restores each chunk's mean; "No norm" weights only;
+# "Ignore" reads the brackets but applies no weights; "None" reads brackets and BREAK as literal text.
+Emphasis = Literal["Original", "No norm", "Ignore", "None"]
 
 
 class RequestError(ValueError):
@@ -81,6 +84,7 @@ class GenerationRequest(BaseModel):
     sampler_name: str = Field(DEFAULT_SAMPLER, validation_alias=AliasChoices("sampler_name", "sampler"))
     scheduler: str = Field("Automatic", validation_alias=AliasChoices("scheduler", "schedule_type"))
     clip_skip: int = Field(1, ge=1, le=12)
+    emphasis: Emphasis = "Original"  # how prompt weights apply (A1111's option of that name)
     model: str | None = None
     # A replacement VAE for this request: a name from the VAE folder (settings.vae_dir; A1111's `sd_vae`), a VAE
     # file, folder or hub id (the CLI), or "Automatic"/"None" for the model's own. None: the engine's configured VAE.

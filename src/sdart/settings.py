@@ -75,6 +75,8 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"upscaler_{exc}") from None
         return self
+    # Textual-inversion embeddings (.pt, .bin, .safetensors): a prompt word equal to a file's name uses its vectors.
+    embeddings_dir: Path | None = None
 
     @field_validator("loras")
     @classmethod
@@ -84,6 +86,14 @@ class Settings(BaseSettings):
         for text in loras:
             parse_lora(text)
         return loras
+
+    @field_validator("embeddings_dir")
+    @classmethod
+    def _embeddings_folder(cls, directory: Path | None) -> Path | None:
+        if directory is not None and not directory.is_dir():
+            raise ValueError(f"{str(directory)!r} is not a folder (give the folder of .pt, .bin and .safetensors "
+                             "embedding files)")
+        return directory
 
     # Server.
     host: str = "127.0.0.1"

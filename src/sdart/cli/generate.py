@@ -42,6 +42,7 @@ def generate(
     sampler_name: o.Sampler = None,
     scheduler: o.Scheduler = None,
     clip_skip: o.ClipSkip = None,
+    emphasis: o.Emphasis = None,
     model: o.Model = None,
     model_config_dir: o.ModelConfigDir = None,
     init_image: Optional[Path] = typer.Option(None, "--init-image", "-i", help="img2img: start from this picture instead of noise (size: its aspect ratio at the model's size, unless -W/-H)."),
@@ -58,6 +59,7 @@ def generate(
     lora: o.Lora = None,
     lora_dir: o.LoraDir = None,
     vae: o.Vae = None,
+    embeddings_dir: o.EmbeddingsDir = None,
     rng: o.Rng = None,
     safety_checker: Optional[bool] = typer.Option(None, "--safety-checker/--no-safety-checker", help="Check images with the model's safety checker and report flagged ones."),
     compile: o.Compile = None,
@@ -100,7 +102,7 @@ def generate(
             from_settings = {}
         given = dict(prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed,
                      width=width, height=height, n_iter=n_iter, batch_size=batch_size, sampler_name=sampler_name,
-                     scheduler=scheduler, clip_skip=clip_skip, model=model,
+                     scheduler=scheduler, clip_skip=clip_skip, emphasis=emphasis, model=model,
                      init_image=str(init_image) if init_image is not None else None,
                      denoising_strength=denoising_strength, resize_mode=resize_mode,
                      mask=str(mask) if mask is not None else None, mask_blur=mask_blur,
@@ -115,7 +117,7 @@ def generate(
                                  token_downsampling=token_downsampling if token_downsampling is not None
                                  else from_settings.get("token_downsampling"),
                                  quantize=quantize or from_settings.get("quantize"), loras=lora,
-                                 lora_dir=lora_dir, vae=vae)
+                                 lora_dir=lora_dir, vae=vae, embeddings_dir=embeddings_dir)
         request = _check_lora_tags(request, settings, image.parsed.params if image is not None and prompt is None else None)
         # 2. Output folder: checked before minutes are spent on images.
         folder = ensure_writable_dir(settings.output_dir)

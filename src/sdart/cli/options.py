@@ -29,6 +29,8 @@ Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda
 DType = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16 \\[default: auto].")]
 Memory = Annotated[Optional[str], typer.Option("--memory", help="balanced, low or minimal \\[default: balanced].")]
 Vae = Annotated[Optional[str], typer.Option("--vae", help="Replacement VAE, hub id or folder: e.g. stabilityai/sd-vae-ft-mse, or madebyollin/taesd (tiny, decodes several times faster) \\[env: SDART_VAE].")]
+EmbeddingsDir = Annotated[Optional[Path], typer.Option("--embeddings-dir", help="Folder of textual-inversion embeddings (.pt, .bin, .safetensors): a prompt word equal to a file's name uses its vectors \\[env: SDART_EMBEDDINGS_DIR].")]
+Emphasis = Annotated[Optional[str], typer.Option("--emphasis", help="How (word:1.2) weights apply: Original, No norm, Ignore or None (A1111's option) \\[default: Original].")]
 Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA fused into the model: a .safetensors file, folder or hub id, optionally REF:SCALE; repeat for more. LCM-LoRA: 4 steps with --sampler LCM --cfg 1.5 \\[env: SDART_LORAS].")]
 LoraDir = Annotated[Optional[Path], typer.Option("--lora-dir", help="Folder of LoRA .safetensors files (A1111's models/Lora, subfolders too) that <lora:NAME:WEIGHT> prompt tags name \\[env: SDART_LORA_DIR].")]
 # Engine speed options (sdart.device.SpeedOptions); the last three change the picture a little.

@@ -27,6 +27,7 @@ def serve(
     lora: o.Lora = None,
     lora_dir: o.LoraDir = None,
     vae: o.Vae = None,
+    embeddings_dir: o.EmbeddingsDir = None,
     compile: o.Compile = None,
     step_cache: o.StepCache = None,
     token_downsampling: o.TokenDownsampling = None,
@@ -60,7 +61,7 @@ def serve(
         settings = load_settings(model=model, host=host, port=port, data_dir=data_dir, api_key=api_key,
                                  device=device, dtype=dtype, memory=memory, loras=lora, lora_dir=lora_dir, vae=vae, compile=compile,
                                  step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize,
-                                 upscaler_dir=upscaler_dir)
+                                 upscaler_dir=upscaler_dir, embeddings_dir=embeddings_dir)
         try:
             check_bind(settings.host, settings.api_key)
         except UnsafeBind as exc:

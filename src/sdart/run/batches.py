@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 
 from sdart.conditioning.extra_networks import extract_extra_networks
+from sdart.conditioning import Embeddings
 from sdart.images.initimage import fit, open_init_image, open_mask
 from sdart.loading import ReadyModel
 from sdart.models.loratags import PromptLoras
 from sdart.request import GenerationRequest
+from sdart.run.conditioning import StepConditioning, request_conditioning
 from sdart.run.infotext import infotext_for
 from sdart.run.loras import infotext_extras
 from sdart.run.postprocess import check_safety, composite_through_mask
@@ -31,13 +33,15 @@ class Run:
 
     def __init__(self, ready: ReadyModel, request: GenerationRequest, *, device: torch.device, memory: str,
                  rng: str, safety_checker: bool, on_step: StepCallback | None, is_cancelled: Callable[[], bool],
-                 finish_batch: Callable[[], bool] = lambda: False, loras: PromptLoras | None = None):
+                 finish_batch: Callable[[], bool] = lambda: False, loras: PromptLoras | None = None,
+                 embeddings: Embeddings | None = None):
         self.ready = ready
         self.request = request
         # The prompt's `<lora:…>` tags are applied to the weights (Engine), not read by the text encoder; the
         # infotext keeps the prompt as typed and names them in `Lora hashes`.
         self.prompt = extract_extra_networks(request.prompt)[0]
         self.run_extras = infotext_extras(loras) if loras is not None else {}
+        self.embeddings = embeddings
         self.device = device
         self.memory = memory
         # Noise drawn on the CPU by default, so that a seed gives the same image on CPU and GPU.
@@ -64,6 +68,8 @@ class Run:
         # The model's training schedule, stepped the way the A1111 sampler name says.
         self.pipe.scheduler = make_scheduler(find_sampler(request.sampler_name), self.ready.base_scheduler_config,
                                              request.scheduler, family=self.ready.loaded.family)
+        # The prompts as the UNet sees them: each distinct text of the editing schedules encoded once per run.
+        self.conditioning = request_conditioning(self.pipe, request, self.embeddings, prompt=self.prompt)
         for iteration in range(request.n_iter):
             if self.is_cancelled():
                 raise GenerationCancelled()
@@ -82,7 +88,7 @@ class Run:
             inputs.update(mask_image=[self.mask] * count, width=request.width, height=request.height)
         return inputs
 
-    def _step_end(self, iteration: int, marks: list[float], call_started: float):
+    def _step_end(self, iteration: int, marks: list[float], call_started: float, prompts: StepConditioning):
         request = self.request
         trim_before_decode = self.device.type == "cpu"
         trim_every_step = trim_before_decode and self.memory in ("low", "minimal")
@@ -104,6 +110,7 @@ class Run:
                 # The VAE decode's peak then starts from the weights, not from cached steps. No garbage collection:
                 # activations are freed by reference count, and a collection costs 0.3 s with SD 1.5 loaded.
                 release_freed_memory(collect=False)
+            callback_kwargs.update(prompts.next_step(pipeline, step_index, callback_kwargs))  # prompt editing
             return callback_kwargs
 
         return step_end
@@ -115,15 +122,15 @@ class Run:
         marks: list[float] = []
         call_started = time.perf_counter()
         reset_step_cache(self.pipe.unet)  # a step cache starts empty: nothing carries over from the last batch
+        prompts = StepConditioning(self.conditioning, request.sampler_name, len(seeds))
         output = self.pipe(
-            prompt=[self.prompt] * len(seeds),
-            negative_prompt=[request.negative_prompt] * len(seeds) if request.negative_prompt else None,
+            **prompts.pipeline_kwargs(),  # prompt_embeds, negative_prompt_embeds (+ SDXL's pooled ones)
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             **self._pass_inputs(len(seeds)),
             generator=generators,
-            clip_skip=request.clip_skip - 1 or None,  # A1111 counts the last layer as 1; diffusers as 0
-            callback_on_step_end=self._step_end(iteration, marks, call_started),
+            callback_on_step_end=self._step_end(iteration, marks, call_started, prompts),
+            callback_on_step_end_tensor_inputs=["latents", *prompts.tensor_inputs(self.pipe)],
             output_type="pil",
         )
         finished = time.perf_counter()
@@ -136,8 +143,8 @@ class Run:
         nsfw = (check_safety(self.ready.checker, self.ready.feature_extractor, images)
                 if self.safety_checker else None)
         infotexts = [infotext_for(self.request, seed, model=self.ready.loaded, model_extras=self.ready.infotext_extras,
-                                  batch_pos=position, batch_size=len(seeds), run_extras=self.run_extras)
-                     for position, seed in enumerate(seeds)]
+                                  prompt_extras=self.conditioning.infotext_params(), run_extras=self.run_extras,
+                                  batch_pos=position, batch_size=len(seeds)) for position, seed in enumerate(seeds)]
         return Batch(iteration, images, seeds, infotexts, nsfw, batch_timings(marks, call_started, finished))
 
 

@@ -21,8 +21,10 @@ def request_extras(request: GenerationRequest) -> dict[str, Any]:
 
 
 def infotext_for(request: GenerationRequest, seed: int, *, model: LoadedModel, model_extras: dict[str, Any],
-                 batch_pos: int = 0, batch_size: int = 1, run_extras: dict[str, Any] | None = None) -> str:
-    """`run_extras`: what the run applied beyond the model (the prompt's LoRAs: `Lora hashes`)."""
+                 prompt_extras: dict[str, Any] | None = None, run_extras: dict[str, Any] | None = None,
+                 batch_pos: int = 0, batch_size: int = 1) -> str:
+    """`prompt_extras`: what the conditioning applied (`TI hashes`, `Emphasis`: Conditioning.infotext_params);
+    `run_extras`: what the run applied beyond the model (the prompt's LoRAs: `Lora hashes`)."""
     return format_infotext(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
@@ -38,7 +40,7 @@ def infotext_for(request: GenerationRequest, seed: int, *, model: LoadedModel, m
         model_hash=model.hash,
         clip_skip=request.clip_skip,
         extra={"VAE": model_extras.get("VAE"), "Lora": model_extras.get("Lora"), **(run_extras or {}),
-               **request_extras(request),
+               **request_extras(request), **(prompt_extras or {}),
                **{k: v for k, v in model_extras.items() if k not in ("VAE", "Lora")}},
         batch_size=batch_size,
         batch_pos=batch_pos,
