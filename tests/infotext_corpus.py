@@ -22,7 +22,6 @@ class Sample:
     fields: dict[str, Any]  # request fields read from it (a subset)
     params: dict[str, str] = field(default_factory=dict)  # raw values that must come back whole (a subset)
     not_applied: frozenset[str] = frozenset()
-    rerun: bool = True  # False: its prompt names LoRA files (how those are reported is the prompt language's)
 
 
 CORPUS = (
@@ -105,7 +104,7 @@ CORPUS = (
         {"steps": 30, "sampler_name": "DPM++ 2M Karras", "cfg_scale": 7.0, "seed": 3141592653, "clip_skip": 2},
         {"Lora hashes": "add_detail: 7c6bad76eb54, Pony_Style_XL: 0123abcd4567",
          "Hashes": '{"vae": "235745af8d", "lora:add_detail": "7c6bad76eb54", "model": "67ab2fd8ec"}'},
-        rerun=False,
+        frozenset({"VAE"}),
     ),
     Sample(
         "civitai-illustrious", "a reader project's fixture of Civitai generator output (keys out of A1111's order)",

@@ -130,3 +130,9 @@ def test_overrides_last_one_request_unless_restore_afterwards_is_false(a1111_ser
 def test_sdart_native_names_on_the_a1111_api_are_named_not_dropped(a1111_server):
     _, info = _txt2img(a1111_server, {"prompt": "x", "model": "whatever"})
     assert "model (sdart's native field" in info["extra_generation_params"]["sdart: not applied"]
+
+
+def test_a_lora_tag_naming_no_file_is_drawn_without_and_said(a1111_server):
+    # A1111 draws without a LoRA it cannot find and notes "Failed to find networks: NAME".
+    _, info = _txt2img(a1111_server, {"prompt": "a fox <lora:no_such_lora:0.7>"})
+    assert "Failed to find networks: no_such_lora" in info["extra_generation_params"]["sdart: not applied"]

@@ -137,6 +137,7 @@ def generate(
 
             written = parse_infotext(engine.infotext(request, request.seed)).params
             not_applied = image_not_applied(image, request.model_dump(), written, engine.settings.rng)
+            not_applied += engine.prompt_loras(request).warnings  # the prompt's LoRA tags this folder lacks
             if not_applied:
                 err.print(f"[yellow]not applied:[/] {escape(', '.join(not_applied))}", highlight=False, soft_wrap=True)
         # 4. Generate, saving each batch as soon as it is decoded.

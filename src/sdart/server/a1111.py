@@ -28,7 +28,7 @@ from sdart.models.vaes import find_vaes
 from sdart.server import a1111_lists, a1111_options
 from sdart.server.a1111_options import StateDep
 from sdart.server.a1111_payload import Context, Reading, echoed_parameters, json_body, read_payload
-from sdart.server.admission import Server, submit
+from sdart.server.admission import Server, lora_warnings, submit
 from sdart.server.errors import FieldErrors
 from sdart.server.native import find_job, get_server
 from sdart.server.store import ImageRecord, Job
@@ -48,7 +48,11 @@ def _context(server: Server, state: a1111_options.A1111State) -> Context:
 
 
 async def _queue(server: Server, state: a1111_options.A1111State, payload: dict, reading: Reading) -> Job:
+    """Queue the request; the LoRA tags it names that the LoRA folder lacks join what is not applied (A1111 draws
+    without them too)."""
     job = await run_in_threadpool(submit, server, reading.request, "a1111")
+    lenient = reading.request.replace(missing_lora="warn")
+    reading.not_applied += await run_in_threadpool(lora_warnings, server, lenient)
     overrides = payload.get("override_settings")
     if isinstance(overrides, dict) and payload.get("override_settings_restore_afterwards") is False:
         state.persist(server, overrides, reading.overridden)
