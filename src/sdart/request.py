@@ -170,9 +170,11 @@ class GenerationRequest(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _img2img_runs_a_step(self) -> GenerationRequest:
+    def _img2img_runs_a_step(self, info: ValidationInfo) -> GenerationRequest:
         # img2img runs steps × denoising_strength of the steps (A1111 and diffusers alike); none is no picture.
-        if self.init_image is not None and int(self.steps * self.denoising_strength) < 1:
+        # A stored request (a job's history) stays readable; running it checks again.
+        stored = (info.context or {}).get("stored")
+        if not stored and self.init_image is not None and int(self.steps * self.denoising_strength) < 1:
             raise ValueError(f"steps: {self.steps} step(s) at denoising_strength {self.denoising_strength:g} run no "
                              f"denoising step (img2img runs steps × strength); use at least "
                              f"{math.ceil(1 / self.denoising_strength)} steps")

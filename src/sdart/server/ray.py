@@ -132,7 +132,9 @@ class RemoteEngine:
         raise ModelLoadError("unsupported", f"model = {reference!r}: under Ray Serve every replica keeps the model it "
                                             "was deployed with; pass `model` in each request instead")
 
-    def iter_batches(self, request, *, on_step=None, cancel=None):
+    def iter_batches(self, request, *, on_step=None, cancel=None, finish_batch=None):
+        """The engine's iter_batches, on a replica. `finish_batch` (A1111's interrupt and skip keeping the picture
+        so far) does not reach a replica mid-step: interrupt stops as a cancel does, skip changes nothing."""
         from PIL import Image
 
         from sdart.run.progress import GenerationCancelled, StepProgress, cancel_check
