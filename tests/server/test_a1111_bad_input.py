@@ -45,13 +45,13 @@ def _routes(server) -> list[tuple[str, str, dict]]:
             for method, operation in methods.items()]
 
 
-def test_every_route_is_covered_and_none_answers_5xx_to_broken_bodies(live_server):
-    routes = _routes(live_server)
+def test_every_route_is_covered_and_none_answers_5xx_to_broken_bodies(a1111_server):
+    routes = _routes(a1111_server)
     assert ("post", "/sdapi/v1/txt2img") in {(m, p) for m, p, _ in routes}
     for method, path, operation in routes:
         url = re.sub(r"\{[^}]+\}", "0" * 32, path)
         for body in BROKEN_BODIES:
-            with live_server.client.stream(method.upper(), url, content=body,
+            with a1111_server.client.stream(method.upper(), url, content=body,
                                            headers={"content-type": "application/json"}) as response:
                 if response.headers.get("content-type", "").startswith("text/event-stream"):
                     assert response.status_code < 500, (method, path, body[:20])
@@ -62,24 +62,24 @@ def test_every_route_is_covered_and_none_answers_5xx_to_broken_bodies(live_serve
                 assert 400 <= response.status_code < 500 and _names_the_field(response, None), (path, body[:20])
 
 
-def test_non_finite_numbers_anywhere_in_a_body_are_refused_by_field(live_server):
+def test_non_finite_numbers_anywhere_in_a_body_are_refused_by_field(a1111_server):
     for (method, path), (base, fields) in BODY_ROUTES.items():
         for field in [*fields, "not_a_field"]:
             for number in NON_FINITE:
                 text = json.dumps({**base, field: "__N__"}).replace('"__N__"', number)
-                response = live_server.client.request(method.upper(), path, content=text,
+                response = a1111_server.client.request(method.upper(), path, content=text,
                                                       headers={"content-type": "application/json"})
                 assert 400 <= response.status_code < 500, (path, field, number, response.text[:300])
                 assert _names_the_field(response, field), (path, field, number, response.text[:300])
         nested = json.dumps({**base, "override_settings": {"s_noise": "__N__"}}).replace('"__N__"', "NaN")
-        response = live_server.client.post(path, content=nested, headers={"content-type": "application/json"})
+        response = a1111_server.client.post(path, content=nested, headers={"content-type": "application/json"})
         if path.startswith("/sdapi/v1/t"):
             assert response.status_code == 422 and response.json()["detail"][0]["loc"] == [
                 "body", "override_settings", "s_noise"]
 
 
 @pytest.mark.parametrize("route", list(BODY_ROUTES), ids=[path for _, path in BODY_ROUTES])
-def test_huge_numbers_and_wrong_types_in_applied_fields_are_refused_by_field(live_server, route):
+def test_huge_numbers_and_wrong_types_in_applied_fields_are_refused_by_field(a1111_server, route):
     method, path = route
     base, fields = BODY_ROUTES[route]
     for field in fields:
@@ -87,7 +87,7 @@ def test_huge_numbers_and_wrong_types_in_applied_fields_are_refused_by_field(liv
             if isinstance(value, str) and field in ("prompt", "negative_prompt", "sampler_name", "scheduler",
                                                     "sd_model_checkpoint", "sd_vae", "model"):
                 continue  # text is what these fields hold
-            response = live_server.client.request(method.upper(), path, json={**base, field: value})
+            response = a1111_server.client.request(method.upper(), path, json={**base, field: value})
             assert response.status_code < 500, (path, field, value, response.text[:300])
             if response.status_code >= 400:
                 assert _names_the_field(response, field), (path, field, value, response.text[:300])
@@ -96,8 +96,8 @@ def test_huge_numbers_and_wrong_types_in_applied_fields_are_refused_by_field(liv
                     path.endswith("options")), (path, field, value)
 
 
-def test_query_and_path_parameters_are_refused_by_name(live_server):
-    for method, path, operation in _routes(live_server):
+def test_query_and_path_parameters_are_refused_by_name(a1111_server):
+    for method, path, operation in _routes(a1111_server):
         for parameter in operation.get("parameters", []):
             for value in ["NaN", "-1e309", "x" * 3000, "-5", "../../etc/passwd"]:
                 url = re.sub(r"\{[^}]+\}", "0" * 32, path)
@@ -107,13 +107,13 @@ def test_query_and_path_parameters_are_refused_by_name(live_server):
                     url = re.sub(r"\{[^}]+\}", "0" * 32, url)
                 else:
                     params[parameter["name"]] = value
-                response = live_server.client.request(method.upper(), url, params=params)
+                response = a1111_server.client.request(method.upper(), url, params=params)
                 assert response.status_code < 500, (method, path, parameter["name"], value, response.text[:300])
 
 
-def test_img2img_with_too_few_steps_for_its_strength_is_refused_by_steps(live_server):
+def test_img2img_with_too_few_steps_for_its_strength_is_refused_by_steps(a1111_server):
     # diffusers (like A1111) runs int(steps × denoising_strength) steps of an img2img: 1 × 0.75 runs none.
-    response = live_server.client.post("/sdapi/v1/img2img", json={**FAST, "init_images": [PICTURE], "steps": 1})
+    response = a1111_server.client.post("/sdapi/v1/img2img", json={**FAST, "init_images": [PICTURE], "steps": 1})
     assert response.status_code == 422, response.text
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", "steps"] and "at least 2 steps" in detail["msg"]
