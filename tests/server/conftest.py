@@ -158,10 +158,15 @@ def make_server(tiny_model_dir, tmp_path) -> Iterator:
 @pytest.fixture(scope="session")
 def shapes_server(tiny_model_dir, tmp_path_factory) -> Iterator[ServerProcess]:
     """The bundled shapes model (64 px pictures that follow the prompt), with the tiny model as a second one to
-    switch to."""
+    switch to and a VAE folder holding one VAE (the shapes model's own)."""
+    from sdart.models.resolve import BUILTIN_DIR
+
     root = tmp_path_factory.mktemp("shapes")
+    (root / "vae").mkdir()
+    (root / "vae" / "shapes-vae").symlink_to(BUILTIN_DIR / "shapes" / "vae")  # its own VAE, under a VAE folder name
     server = ServerProcess("builtin:shapes", root / "data", root / "server.log",
-                           env={"SDART_EXTRA_MODELS": json.dumps([str(tiny_model_dir)])})
+                           env={"SDART_EXTRA_MODELS": json.dumps([str(tiny_model_dir)]),
+                                "SDART_VAE_DIR": str(root / "vae")})
     server.start()
     yield server
     server.close()

@@ -57,6 +57,7 @@ def decode_data_url(url: str) -> Image.Image:
 
 def generate(page) -> dict:
     """Click Generate and wait for Done; returns the job request the page sent."""
+    page.evaluate("document.querySelector('#progress-text').textContent = ''")  # not the last job's "Done"
     with page.expect_request(lambda r: r.url.endswith("/api/v1/jobs") and r.method == "POST") as sent:
         page.click("#generate")
     page.wait_for_function(f"() => ({DONE})() || document.querySelector('#form-errors').textContent", timeout=60_000)
@@ -348,6 +349,19 @@ def test_model_picker_switches_and_is_refused_while_a_job_runs(page, shapes_serv
     page.fill("#steps", "2")
     sent = generate(page)
     assert sent["model"] == "builtin:shapes" and 'Model: "builtin:shapes"' in page.inner_text("#result-params")
+
+
+def test_vae_picker_sends_the_chosen_vae(page):
+    expect(page.locator("#vae-field")).to_be_visible()
+    assert page.locator("#vae option").all_inner_texts() == ["Automatic", "shapes-vae"]
+    page.select_option("#vae", "shapes-vae")
+    page.fill("#prompt", RED)
+    page.fill("#steps", "2")
+    page.fill("#seed", "6")
+    sent = generate(page)
+    assert sent["vae"] == "shapes-vae" and "VAE: shapes-vae" in page.inner_text("#result-params")
+    page.select_option("#vae", "Automatic")
+    assert generate(page)["vae"] == "Automatic" and "VAE:" not in page.inner_text("#result-params")
 
 
 def test_hires_fix_gives_the_hires_size(page, shapes_server):
