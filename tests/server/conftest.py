@@ -158,15 +158,21 @@ def make_server(tiny_model_dir, tmp_path) -> Iterator:
 @pytest.fixture(scope="session")
 def shapes_server(tiny_model_dir, tmp_path_factory) -> Iterator[ServerProcess]:
     """The bundled shapes model (64 px pictures that follow the prompt), with the tiny model as a second one to
-    switch to and a VAE folder holding one VAE (the shapes model's own)."""
+    switch to, a VAE folder holding one VAE (the shapes model's own) and a LoRA folder holding one LoRA made for
+    it (random low-rank weights: it changes the picture, which is all a page test needs)."""
+    from diffusers import StableDiffusionPipeline
+
     from sdart.models.resolve import BUILTIN_DIR
+    from sdart.testing.lora import save_lora
 
     root = tmp_path_factory.mktemp("shapes")
     (root / "vae").mkdir()
     (root / "vae" / "shapes-vae").symlink_to(BUILTIN_DIR / "shapes" / "vae")  # its own VAE, under a VAE folder name
+    save_lora(StableDiffusionPipeline.from_pretrained(str(BUILTIN_DIR / "shapes")), root / "lora" / "shapes-bold.safetensors",
+              alpha=4, strength=4.0)
     server = ServerProcess("builtin:shapes", root / "data", root / "server.log",
                            env={"SDART_EXTRA_MODELS": json.dumps([str(tiny_model_dir)]),
-                                "SDART_VAE_DIR": str(root / "vae")})
+                                "SDART_VAE_DIR": str(root / "vae"), "SDART_LORA_DIR": str(root / "lora")})
     server.start()
     yield server
     server.close()

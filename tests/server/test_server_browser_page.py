@@ -138,7 +138,10 @@ def test_lora_and_embedding_browsers_write_at_the_cursor(open_page, shapes_serve
     if shapes_server.client.get("/sdapi/v1/loras").status_code == 404:
         page.fill("#negative_prompt", "")  # the stubbed embedding is not on the server: only the tag goes
     generate(page)
-    assert parse_infotext(page.inner_text("#result-params")).prompt == f"a <lora:{name}:1> circle on a white background"
+    infotext = parse_infotext(page.inner_text("#result-params"))
+    assert infotext.prompt == f"a <lora:{name}:1> circle on a white background"
+    if shapes_server.client.get("/sdapi/v1/loras").status_code == 200:  # applied, so named with its hash
+        assert infotext.params["Lora hashes"].startswith(f"{name}: ")
 
 
 def test_paint_a_mask_and_only_that_region_changes(page, tmp_path):
