@@ -135,13 +135,17 @@ def test_lora_and_embedding_browsers_write_at_the_cursor(open_page, shapes_serve
 
     page.fill("#steps", "2")
     page.fill("#seed", "4")
-    if shapes_server.client.get("/sdapi/v1/loras").status_code == 404:
+    real_embeddings = shapes_server.client.get("/sdapi/v1/embeddings").status_code == 200
+    if not real_embeddings:
         page.fill("#negative_prompt", "")  # the stubbed embedding is not on the server: only the tag goes
     generate(page)
     infotext = parse_infotext(page.inner_text("#result-params"))
     assert infotext.prompt == f"a <lora:{name}:1> circle on a white background"
     if shapes_server.client.get("/sdapi/v1/loras").status_code == 200:  # applied, so named with its hash
         assert infotext.params["Lora hashes"].startswith(f"{name}: ")
+    if real_embeddings:
+        assert words == ["roundish"]  # wide-one (768 wide) does not fit the shapes model: listed, not choosable
+        assert infotext.negative_prompt == f"blurry {words[0]}" and f"{words[0]}: " in infotext.params["TI hashes"]
 
 
 def test_paint_a_mask_and_only_that_region_changes(page, tmp_path):
