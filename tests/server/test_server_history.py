@@ -195,3 +195,14 @@ def test_request_schema_lists_exactly_the_fields_a_job_takes(live_server):
     schema = live_server.client.get("/api/v1/request-schema").json()
     assert set(schema["properties"]) == set(GenerationRequest.model_fields)
     assert schema["properties"]["steps"]["maximum"] == 500 and schema["properties"]["steps"]["default"] == 25
+
+
+def test_embeddings_are_listed_in_a1111s_shape(shapes_server):
+    """The shapes server's embeddings folder: roundish (the word "circle"'s vector) fits, wide-one (768 wide) not."""
+    listing = shapes_server.client.get("/sdapi/v1/embeddings").json()
+    assert set(listing) == {"loaded", "skipped"}
+    assert list(listing["loaded"]) == ["roundish"] and list(listing["skipped"]) == ["wide-one"]
+    assert listing["loaded"]["roundish"]["vectors"] == 1 and listing["skipped"]["wide-one"]["vectors"] == 2
+    assert listing["skipped"]["wide-one"]["shape"] == 768
+    assert set(listing["loaded"]["roundish"]) == {"step", "sd_checkpoint", "sd_checkpoint_name", "shape", "vectors"}
+    assert shapes_server.client.post("/sdapi/v1/refresh-embeddings").status_code == 200
