@@ -13,7 +13,7 @@ Four ways to keep compiled code between processes, each built once (cold) and th
 One SD 1.5 UNet call with CFG at 512² (latents 2×4×64×64, bf16, channels_last, fused QKV), random weights
 (benchmarks/random_models.py). Every time is seconds from the child process's launch.
 
-    python benchmarks/compile_start.py [--rounds 2] [--only aoti,inductor]   # adds "compile_start" to results-cpu.json
+    python benchmarks/compile_start.py [--rounds 2] [--only aoti,inductor]   # adds "compile_start" to results-compile-cpu.json
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/sdart-compile-start", help="packages and Inductor caches (rebuilt here)")
     p.add_argument("--keep", action="store_true", help="reuse what --work holds (skip the cold builds)")
     p.add_argument("--timeout-s", type=float, default=900)
-    p.add_argument("--out", default=str(HERE / "results-cpu.json"))
+    p.add_argument("--out", default=str(HERE / "results-compile-cpu.json"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--approach", help=argparse.SUPPRESS)
     p.add_argument("--phase", help=argparse.SUPPRESS)

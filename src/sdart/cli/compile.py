@@ -29,6 +29,7 @@ def compile(
     model: Optional[str] = typer.Argument(None, help="Model to compile for \\[default: SDART_MODEL or the default model]."),
     size: Optional[list[str]] = typer.Option(None, "--size", help="Image size WIDTHxHEIGHT; repeat for more \\[default: the model's size]."),
     batch: int = typer.Option(1, "--batch", "-b", min=1, max=64, help="Images per batch (the UNet runs twice that with CFG)."),
+    cfg: bool = typer.Option(True, "--cfg/--no-cfg", help="For guidance scale > 1 (the default), or ≤ 1 (LCM, Turbo: the UNet runs once per image)."),
     device: o.Device = None,
     dtype: o.DType = None,
     lora: o.Lora = None,
@@ -47,7 +48,7 @@ def compile(
         from sdart.settings import load_settings
         from sdart.speed.builder import Shape
 
-        shapes = [Shape(*parse_size(text), batch) for text in size] if size else [Shape(None, None, batch)]
+        shapes = [Shape(*parse_size(text), batch, cfg) for text in size] if size else [Shape(None, None, batch, cfg)]
         settings = load_settings(model=model, device=device, dtype=dtype, loras=lora, vae=vae,
                                  token_downsampling=token_downsampling, quantize=quantize)
         built, failed = build_with_progress(settings, shapes, debug=debug)
@@ -55,6 +56,29 @@ def compile(
             out.print(f"compiled {escape(what)}", highlight=False)
         if failed:
             raise typer.Exit(EXIT_FAILED)
+
+
+def prepare_compiled(engine, request, *, debug: bool = False) -> None:
+    """Before a run: compile = always builds what this request's size and batch lack, then loads it; auto only
+    says how to get the compiled speed when a large model has no artifact for this size."""
+    from sdart.speed.builder import AUTO_MIN_UNET_PARAMS, Shape, planned_builds
+
+    compiled = engine.compiled
+    if not compiled.dispatchers:
+        return
+    shape = Shape(request.width, request.height, request.batch_size, request.cfg_scale > 1)
+    pipe = engine.model.pipeline
+    missing = planned_builds(pipe, engine.model.family, engine.dtype, engine.device, engine.speed, compiled.store,
+                             [shape])
+    if not missing:
+        return
+    if compiled.mode == "always":
+        build_with_progress(engine.settings.model_copy(update={"model": engine.reference}), [shape], debug=debug)
+        compiled.refresh()
+    elif pipe.unet.num_parameters() >= AUTO_MIN_UNET_PARAMS:
+        cfg = "" if shape.cfg else " --no-cfg"
+        err.print(f"[dim]running eager: `sdart compile {escape(engine.reference)} --size {request.width}x"
+                  f"{request.height} --batch {request.batch_size}{cfg}` once makes each step faster[/]")
 
 
 def build_with_progress(settings, shapes, *, debug: bool = False) -> tuple[list[str], list[str]]:

@@ -6,7 +6,7 @@ goes to a log file under the cache folder (`--debug` shows it), and it reports t
 events, from which the parent draws sdart's own progress line. A child also keeps the export's and compiler's
 memory out of a long-running server, and runs at a lower priority than the eager work it overlaps.
 
-    python -m sdart.speed.builder < request.json    # {"settings": {...}, "shapes": [[w, h, batch], ...]}
+    python -m sdart.speed.builder < request.json    # {"settings": {...}, "shapes": [[w, h, batch, cfg], ...]}
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class Shape:
     width: int | None = None
     height: int | None = None
     batch: int = 1
+    cfg: bool = True  # classifier-free guidance (cfg_scale > 1): the UNet sees twice the batch
 
 
 def planned_builds(pipe, family: str, dtype, device, options, store, shapes: list[Shape]) -> list[tuple[Any, tuple]]:
@@ -53,7 +54,7 @@ def planned_builds(pipe, family: str, dtype, device, options, store, shapes: lis
     for target in targets(pipe, family, dtype, device, options):
         for shape in shapes:
             width, height = shape.width or native, shape.height or native
-            inputs = (unet_inputs(pipe.unet, shape.batch, width, height) if target.component == "unet"
+            inputs = (unet_inputs(pipe.unet, shape.batch, width, height, cfg=shape.cfg) if target.component == "unet"
                       else decoder_inputs(pipe.vae, shape.batch, width, height))
             if store.find(target.key(inputs)) is None and (target, inputs) not in wanted:
                 wanted.append((target, inputs))
@@ -116,7 +117,7 @@ def run_build(settings, shapes: list[Shape], *, on_event: Callable[[dict], None]
     to this terminal too (--debug). Returns the events and the log file's path."""
     log_path = build_log_path(settings.cache_dir)
     request = {"settings": settings.model_dump(mode="json", exclude={"api_key"}), "nice": nice,
-               "shapes": [[s.width, s.height, s.batch] for s in shapes]}
+               "shapes": [[s.width, s.height, s.batch, s.cfg] for s in shapes]}
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor_cache_dir(settings))}
     events = []
     with open(log_path, "w") as log_file:
@@ -236,7 +237,7 @@ def common_shapes(requests, limit: int = 1) -> list[Shape]:
     """The `limit` most frequent (width, height, batch size) among requests: what a batch compiles for."""
     from collections import Counter
 
-    counts = Counter(Shape(r.width, r.height, r.batch_size) for r in requests)
+    counts = Counter(Shape(r.width, r.height, r.batch_size, r.cfg_scale > 1) for r in requests)
     return [shape for shape, _ in counts.most_common(limit)]
 
 
