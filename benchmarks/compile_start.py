@@ -14,6 +14,7 @@ One SD 1.5 UNet call with CFG at 512² (latents 2×4×64×64, bf16, channels_las
 (benchmarks/random_models.py). Every time is seconds from the child process's launch.
 
     python benchmarks/compile_start.py [--rounds 2] [--only aoti,inductor]   # adds "compile_start" to results-compile-cpu.json
+    python benchmarks/compile_start.py --interleaved --rounds 2   # per call: eager vs the packages built above
 """
 
 from __future__ import annotations
@@ -111,6 +112,46 @@ def child(args) -> None:
     print("CHILD_RESULT " + json.dumps(row), flush=True)
 
 
+def interleaved(args) -> dict:
+    """One process: the eager UNet and the AOTI packages `--work` holds, called in turn (A B C, C B A, …)."""
+    import statistics
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from measure import load_average
+
+    unet = UNet2DConditionModel.from_pretrained(Path(args.folder) / "unet", variant="fp16", dtype=torch.bfloat16).eval()
+    unet.to(memory_format=torch.channels_last)
+    unet.fuse_qkv_projections()
+    sample = torch.randn(2, 4, 64, 64, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    timestep, context = torch.tensor(500.0), torch.randn(2, 77, 768, dtype=torch.bfloat16)
+    calls = {"eager": lambda: unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]}
+    for approach in ("aoti", "aoti-frozen"):
+        package = Path(args.work) / approach / "unet.pt2"
+        if not package.is_file():
+            continue
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
+        if approach == "aoti":  # the weights: the eager UNet's own tensors (the wrapper's names: "unet.")
+            names = set(loader.get_constant_fqns())
+            state = {f"unet.{k}": v for k, v in unet.state_dict().items() if f"unet.{k}" in names}
+            loader.load_constants(state, False, True, True, False)
+        calls[approach] = lambda loader=loader: loader.boxed_run([sample, timestep, context])[0]
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    with torch.inference_mode():
+        for call in calls.values():  # warm-up: a package's first two calls are slow
+            call(), call()
+        for r in range(args.rounds + 1):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                started = time.perf_counter()
+                calls[name]()
+                times[name].append(round(time.perf_counter() - started, 2))
+                print(f"round {r} {name}: {times[name][-1]} s (load {load_average()})", flush=True)
+    return {"rows": [{"approach": n, "call_s": times[n], "median_s": statistics.median(times[n])} for n in names],
+            "load_avg_end": load_average()}
+
+
 def run_child(args, approach: str, phase: str) -> dict:
     from measure import load_average
 
@@ -142,6 +183,8 @@ def main() -> None:
     p.add_argument("--only", help="comma-separated approaches: " + ",".join(APPROACHES))
     p.add_argument("--folder", help="SD 1.5 diffusers folder (default: random weights in the cache)")
     p.add_argument("--work", default="/tmp/sdart-compile-start", help="packages and Inductor caches (rebuilt here)")
+    p.add_argument("--interleaved", action="store_true",
+                   help="per-call speed only: eager and the packages --work holds, interleaved in one process")
     p.add_argument("--keep", action="store_true", help="reuse what --work holds (skip the cold builds)")
     p.add_argument("--timeout-s", type=float, default=900)
     p.add_argument("--out", default=str(HERE / "results-compile-cpu.json"))
@@ -158,6 +201,15 @@ def main() -> None:
     from random_models import sd15_folder
 
     args.folder = str(sd15_folder(args.folder))
+    if args.interleaved:
+        result = interleaved(args)
+        print(json.dumps(result, indent=1))
+        out = Path(args.out)
+        data = json.loads(out.read_text()) if out.is_file() else {}
+        data["compile_interleaved"] = {**result, "cpu": machine("cpu")["cpu"], "date": time.strftime("%Y-%m-%d %H:%M"),
+                                       "command": "python benchmarks/compile_start.py " + " ".join(sys.argv[1:])}
+        out.write_text(json.dumps(data, indent=1))
+        return
     approaches = args.only.split(",") if args.only else list(APPROACHES)
     rows = []
     for approach in approaches:  # cold: build (export + compile, or the first torch.compile call)

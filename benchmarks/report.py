@@ -119,6 +119,10 @@ def compile_section(data: dict) -> str:
         parts.append("")
     if "unet_ab" in data:
         parts += [unet_ab(data["unet_ab"]), ""]
+    if "engine" in data:
+        run = data["engine"]
+        parts += [f"Engine rows, one process: `{run['command']}`, {run['date']}, {run['machine']['cpu']}", "",
+                  table(run), "", extras(run), ""]
     if "eager_ab" in data:
         ea = data["eager_ab"]
         parts += [f"Eager variants, interleaved: `{ea['command']}`, {ea['date']}, {ea['cpu']} (load at end "

@@ -145,6 +145,8 @@ class Bench:
                    "per_image_s": per_image, "images_per_s": 1 / per_image, "measured_steps": measured_steps,
                    "extrapolated": measured_steps != steps,
                    "settings": {k: v for k, v in settings.items() if k not in ("model",)}, **self.peak()}
+            if engine.compiled.dispatchers:  # which components ran compiled
+                row["compiled_calls"] = {name: d.state.compiled_calls for name, d in engine.compiled.dispatchers.items()}
             state = getattr(getattr(pipe, "unet", None), "_sdart_step_cache", None)
             if state is not None:
                 row["step_cache_calls"] = {"full": state.full, "cached": state.cached}
@@ -419,7 +421,7 @@ def plan_cpu(bench: Bench, folder: Path) -> None:
         cache = Path(bench.args.compile_cache or (bench.out / "compile-cache"))
         build_s = ensure_artifacts(Settings(model=str(folder), device="cpu", cache_dir=cache))
         row = bench.engine("sdart default, compiled artifact present (sdart compile)", folder, compile="auto",
-                           cache_dir=cache, compare_to="default")
+                           cache_dir=str(cache), compare_to="default")
         if row is not None and build_s:
             print(f"built the artifacts in {build_s:.0f} s", flush=True)
     if want("rss") and not bench.args.quick:

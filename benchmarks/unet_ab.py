@@ -54,28 +54,42 @@ def artifact(model: torch.nn.Module, cache_dir: Path, token_downsampling: int = 
     return lambda x, t, c: runner(x.contiguous(), torch.as_tensor(float(t)), c.contiguous()), build_s
 
 
-def variants(folder: Path, compile: bool = False, jit: bool = False,
-             cache_dir: Path | None = None) -> tuple[dict, dict[str, float]]:
+def variants(folder: Path, compile: bool = False, jit: bool = False, cache_dir: Path | None = None,
+             downsampled_compile: bool = False, only: set[str] | None = None) -> tuple[dict, dict[str, float]]:
+    """The UNet variants to time; `only`: the keys of main's --only (None: all)."""
     from diffusers import UNet2DConditionModel
 
     from sdart.speed.quant import quantize_int8
     from sdart.speed.tokendownsampling import enable_token_downsampling
 
-    fp32 = UNet2DConditionModel.from_pretrained(folder / "unet", variant="fp16", dtype=torch.float32).eval()
+    def want(key: str) -> bool:
+        return only is None or key in only
+
     plain = UNet2DConditionModel.from_pretrained(folder / "unet", variant="fp16", dtype=torch.bfloat16).eval()
     fast = copy.deepcopy(plain).to(memory_format=torch.channels_last)
     fast.fuse_qkv_projections()
-    int8 = copy.deepcopy(fast)
-    quantize_int8(int8)
-    downsampled = copy.deepcopy(fast)
-    enable_token_downsampling(downsampled, 2)
-    models = {"fp32 plain": fp32, "bf16 plain": plain, "bf16 channels_last + fused QKV": fast,
-              "bf16 channels_last + fused QKV + int8 weights": int8, TOKEN_DOWNSAMPLING: downsampled}
+    models = {}
+    if want("fp32"):
+        models["fp32 plain"] = UNet2DConditionModel.from_pretrained(folder / "unet", variant="fp16",
+                                                                   dtype=torch.float32).eval()
+    if want("bf16"):
+        models["bf16 plain"] = plain
+    models["bf16 channels_last + fused QKV"] = fast
+    if want("int8"):
+        int8 = copy.deepcopy(fast)
+        quantize_int8(int8)
+        models["bf16 channels_last + fused QKV + int8 weights"] = int8
+    downsampled = None
+    if want("td") or (compile and downsampled_compile):
+        downsampled = copy.deepcopy(fast)
+        enable_token_downsampling(downsampled, 2)
+        models[TOKEN_DOWNSAMPLING] = downsampled
     build_s: dict[str, float] = {}
     if compile:  # through sdart's own store, build and load: what the Engine runs with an artifact present
         cache_dir = cache_dir or Path("/tmp/sdart-unet-ab-cache")
         models[COMPILED], build_s[COMPILED] = artifact(fast, cache_dir)
-        models[COMPILED_DOWNSAMPLED], build_s[COMPILED_DOWNSAMPLED] = artifact(downsampled, cache_dir, 2)
+        if downsampled_compile:
+            models[COMPILED_DOWNSAMPLED], build_s[COMPILED_DOWNSAMPLED] = artifact(downsampled, cache_dir, 2)
     if jit:
         import torch._inductor.config as inductor_config
 
@@ -91,17 +105,23 @@ def main() -> None:
     p.add_argument("--folder")
     p.add_argument("--out", default=str(HERE / "results-compile-cpu.json"))
     p.add_argument("--compile", action="store_true", help="add sdart's compiled artifacts (built if missing: minutes)")
+    p.add_argument("--compile-td", action="store_true", help="with --compile: the token-downsampled artifact too")
     p.add_argument("--jit", action="store_true", help="add torch.compile with freezing (minutes at every start)")
     p.add_argument("--cache-dir", help="artifacts' cache folder (default /tmp/sdart-unet-ab-cache)")
-    p.add_argument("--only", help="comma-separated name prefixes of the variants to time (the first is the base)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per variant before the rounds")
+    p.add_argument("--only", help="comma-separated keys: fp32, bf16, default, int8, td, compiled, compiled-td, jit")
     args = p.parse_args()
     from random_models import sd15_folder
 
     models, build_s = variants(sd15_folder(args.folder), compile=args.compile, jit=args.jit,
-                               cache_dir=Path(args.cache_dir) if args.cache_dir else None)
-    if args.only:  # a subset, by position in the variant list or by name prefix
-        keep = [n for n in models if any(n.startswith(k) for k in args.only.split(","))]
-        models = {n: models[n] for n in keep}
+                               cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                               downsampled_compile=args.compile_td,
+                               only=set(args.only.split(",")) if args.only else None)
+    if args.only:  # a subset, by short key, in the order given (the first is the base of the ratios)
+        keys = {"fp32": "fp32 plain", "bf16": "bf16 plain", "default": "bf16 channels_last + fused QKV",
+                "int8": "bf16 channels_last + fused QKV + int8 weights", "td": TOKEN_DOWNSAMPLING,
+                "compiled": COMPILED, "compiled-td": COMPILED_DOWNSAMPLED, "jit": JIT}
+        models = {keys[k]: models[keys[k]] for k in args.only.split(",") if keys.get(k) in models}
     names = list(models)
     latents = torch.randn(2, 4, 64, 64)
     context = torch.randn(2, 77, 768)
@@ -124,9 +144,10 @@ def main() -> None:
         warmup_s = {}
         for name, model in models.items():  # warm-up: oneDNN picks and caches its kernels; torch.compile compiles
             x, c = inputs(name)
-            started = time.perf_counter()
-            model(x, 500, c)
-            warmup_s[name] = round(time.perf_counter() - started, 1)
+            for call in range(args.warmup):  # a loaded package's first two calls are slow (measured: 2.2, 1.1, 0.06 s)
+                started = time.perf_counter()
+                model(x, 500, c)
+                warmup_s.setdefault(name, []).append(round(time.perf_counter() - started, 1))
             print(f"warm-up {name}: {warmup_s[name]} s", flush=True)
         if shallow in names:
             hook.remove()

@@ -207,3 +207,19 @@ def test_health_reports_the_compile_state(tiny_model_dir, tmp_path):
         health = client.get("/api/v1/health").json()
     assert health["compile"]["mode"] == "auto" and health["compile"]["state"] == "eager"
     assert set(health["compile"]["components"]) == {"unet", "vae-decoder"}
+
+
+def test_sdxl_hands_its_pooled_embeds_and_time_ids_to_the_artifact(tiny_sdxl_dir, tmp_path, fake_load):
+    from sdart.engine import Engine
+    from sdart.settings import Settings
+
+    engine = Engine(str(tiny_sdxl_dir), settings=Settings(device="cpu", dtype="float32", cache_dir=tmp_path))
+    unet = engine.model.pipeline.unet
+    size = engine.model.native_size
+    inputs = unet_inputs(unet, 1, size, size)
+    assert inputs[3:] == ((2, 32), (2, 6))  # tiny SDXL: 80-wide added embedding = 6 time ids × 8 + pooled 32
+    store_artifact(engine, "unet", inputs)
+    engine.generate(prompt="a red circle", steps=2, seed=1, progress=False)
+    calls = fake_load["unet"].calls
+    assert len(calls) == 2 and [tuple(t.shape) for t in calls[0]] == [tuple(s) for s in inputs]
+    assert calls[0][4].dtype == torch.float32  # time ids as the export took them
