@@ -223,3 +223,42 @@ def test_sdxl_hands_its_pooled_embeds_and_time_ids_to_the_artifact(tiny_sdxl_dir
     calls = fake_load["unet"].calls
     assert len(calls) == 2 and [tuple(t.shape) for t in calls[0]] == [tuple(s) for s in inputs]
     assert calls[0][4].dtype == torch.float32  # time ids as the export took them
+
+
+def test_a_swapped_weight_is_given_to_the_package_again(monkeypatch, tmp_path):
+    """A request's LoRA tags swap patched copies in for a run (sdart.models.loraswitch): the package, which reads
+    the weights where it was told they are, is told again before its next call, and only about those."""
+    from sdart.speed import compile as compile_module
+    from sdart.testing import build_tiny_pipeline
+
+    class FakeLoader:
+        def __init__(self, *args):
+            self.given = []
+
+        def get_constant_fqns(self):
+            return ["model.conv_in.weight", "model.conv_in.bias"]
+
+        def load_constants(self, constants, inactive, check_full_update, user_managed, to_device):
+            assert user_managed and not inactive
+            self.given.append({name: tensor.data_ptr() for name, tensor in constants.items()})
+
+        def boxed_run(self, tensors):
+            return [tensors[0]]
+
+    monkeypatch.setattr(torch._C._aoti, "AOTIModelPackageLoader", FakeLoader)
+    decoder = build_tiny_pipeline("sd15").vae.decoder
+    target = compile_module.Target("vae-decoder", decoder, {}, "sd1", torch.float32, torch.device("cpu"), ())
+    runner = compile_module.load(target, tmp_path / "package.pt2")
+    original = decoder.conv_in.weight
+    assert runner.loader.given == [{"model.conv_in.weight": original.data_ptr(),
+                                    "model.conv_in.bias": decoder.conv_in.bias.data_ptr()}]
+    z = torch.randn(1, 4, 8, 8)
+    runner(z)
+    assert len(runner.loader.given) == 1  # nothing changed: nothing given again
+    patched = torch.nn.Parameter(original.detach() + 1)
+    decoder.conv_in.weight = patched
+    runner(z)
+    assert runner.loader.given[-1] == {"model.conv_in.weight": patched.data_ptr()}
+    decoder.conv_in.weight = original  # the run is over: the original goes back, and so does the package's
+    runner(z)
+    assert runner.loader.given[-1] == {"model.conv_in.weight": original.data_ptr()}

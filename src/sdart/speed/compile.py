@@ -135,12 +135,32 @@ def build(target: Target, inputs: tuple[tuple[int, ...], ...], package: Path) ->
 
 class PackageRunner:
     """A loaded package called with its flat input tensors. The C++ loader directly: torch's Python wrapper
-    (aoti_load_package) imports torch._inductor, 15-20 s on 2 busy cores, for a pytree flatten sdart doesn't need."""
+    (aoti_load_package) imports torch._inductor, 15-20 s on 2 busy cores, for a pytree flatten sdart doesn't need.
 
-    def __init__(self, loader):
+    The package reads the model's weights where they were when it was given them. A weight replaced since (a
+    request's LoRA tags swap patched copies in for the run and the originals back, sdart.models.loraswitch) is
+    given to it again before the call: a check of identity and address per weight, well under a millisecond."""
+
+    def __init__(self, loader, bindings: list[tuple[str, torch.nn.Module, str]]):
         self.loader = loader
+        self.bindings = bindings  # (name in the package, module holding the weight, attribute)
+        self.given: dict[str, tuple[torch.Tensor, int]] = {}
+        self.give_weights(check_full_update=True)
+
+    def give_weights(self, *, check_full_update: bool = False) -> None:
+        changed = {}
+        for name, module, attr in self.bindings:
+            tensor = getattr(module, attr)
+            given = self.given.get(name)
+            if given is None or given[0] is not tensor or given[1] != tensor.data_ptr():
+                self.given[name] = (tensor, tensor.data_ptr())
+                changed[name] = tensor.detach()
+        if changed:
+            # (constants, use the inactive buffer, check that all are given, user-managed: no copy, copy to device)
+            self.loader.load_constants(changed, False, check_full_update, True, False)
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+        self.give_weights()
         return self.loader.boxed_run(list(tensors))[0]
 
 
@@ -148,11 +168,14 @@ def load(target: Target, package: Path) -> PackageRunner:
     """Load a package and give it the component's weights (shared with the eager model, not copied)."""
     # Single-threaded runner on CUDA: captured into CUDA graphs (sdart.speed.cudagraphs), which its locks would break.
     loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", target.device.type == "cuda", 1, -1)
-    names = set(loader.get_constant_fqns())
-    state = {name: tensor for name, tensor in target.call_module().state_dict().items() if name in names}
-    missing = names - set(state)
-    if missing:
-        raise ValueError(f"the package needs weights the model lacks: {sorted(missing)[:3]}")
-    # (constants, use the inactive buffer, check that all are given, user-managed: no copy, copy to the device)
-    loader.load_constants(state, False, True, True, False)
-    return PackageRunner(loader)
+    call = target.call_module()
+    bindings = []
+    for name in loader.get_constant_fqns():
+        path, _, attr = name.rpartition(".")
+        try:
+            module = call.get_submodule(path)
+            getattr(module, attr)
+        except AttributeError:
+            raise ValueError(f"the package needs a weight the model lacks: {name}") from None
+        bindings.append((name, module, attr))
+    return PackageRunner(loader, bindings)
