@@ -83,6 +83,11 @@ class Engine:
     def load_s(self) -> float:
         return self.ready.load_s
 
+    @property
+    def compiled(self):
+        """Which components run compiled (sdart.speed.compiled.CompiledComponents; `.status()` for health)."""
+        return self.ready.compiled
+
     def load(self, reference: str) -> None:
         """Load `reference` (replacing the current model); ModelLoadError explains failures."""
         self.ready = prepare_model(reference, self.settings, device=self.device, dtype=self.dtype,

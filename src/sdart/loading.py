@@ -18,7 +18,7 @@ from sdart.models.loraswitch import LoraSwitch
 from sdart.models.resolve import resolve
 from sdart.models.vaes import is_vae_file, load_vae_file
 from sdart.settings import Settings
-from sdart.speed.compile import compile_unet
+from sdart.speed.compiled import CompiledComponents, attach_compiled
 from sdart.speed.memory import apply_memory_mode, release_freed_memory, return_large_blocks_on_free
 from sdart.speed.options import SpeedOptions, apply_speed
 
@@ -35,6 +35,7 @@ class ReadyModel:
     base_scheduler_config: dict[str, Any]  # the model's own scheduler config: every sampler is built from it
     infotext_extras: dict[str, Any]  # what the model was made ready with that changes the picture (VAE, LoRA, …)
     load_s: float
+    compiled: CompiledComponents | None = None  # the UNet's and VAE decoder's compiled artifacts (sdart.speed.compiled)
     _twins: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -101,16 +102,13 @@ def prepare_model(reference: str, settings: Settings, *, device: torch.device, d
     apply_memory_mode(pipe, memory, device)
     if checker is not None and memory == "balanced":
         checker.to(device)  # kept off the pipeline, so pipe.to() did not move it
-    if speed.compile and speed.step_cache:
-        log.warning("step cache and compile don't combine (the cache switches the UNet's graph each step); "
-                    "compile is skipped")
-    elif speed.compile:
-        compile_unet(pipe, speed, device)  # after offload hooks, around the final module
+    # Compiled UNet and VAE decoder where artifacts exist; after the memory mode, which may move the weights.
+    compiled = attach_compiled(pipe, loaded.family, dtype, device, speed, settings, memory)
     release_freed_memory()  # conversion buffers of the load
     load_s = time.perf_counter() - started
     log.info("loaded %s (%s) on %s in %s in %.1f s", reference, loaded.family, device, dtype, load_s)
     extras = {"VAE": settings.vae and Path(settings.vae).name, "Lora": infotext_value(loras), **approximations(speed)}
-    return ReadyModel(loaded, checker, extractor, base_scheduler_config, extras, load_s)
+    return ReadyModel(loaded, checker, extractor, base_scheduler_config, extras, load_s, compiled)
 
 
 def approximations(speed: SpeedOptions) -> dict[str, Any]:

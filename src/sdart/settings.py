@@ -19,6 +19,11 @@ DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 Device = Literal["auto", "cpu", "cuda", "mps"] | str  # "cuda:1" etc. are accepted too
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 MemoryMode = Literal["balanced", "low", "minimal"]
+CompileMode = Literal["never", "auto", "always"]
+COMPILE_MODES = ("never", "auto", "always")
+# SDART_COMPILE=1 / compile=True (the switch before the three modes) still mean "always".
+_COMPILE_SWITCH = {"1": "always", "true": "always", "yes": "always", "on": "always",
+                   "0": "never", "false": "never", "no": "never", "off": "never"}
 
 
 class Settings(BaseSettings):
@@ -37,8 +42,11 @@ class Settings(BaseSettings):
     # Speed options (see sdart.device.SpeedOptions).
     channels_last: bool = True
     fuse_qkv: bool = True
-    compile: bool = False
-    compile_cache_dir: Path | None = None
+    # never: eager; auto: compiled where an artifact exists (the CLI), built in the background (server, batch);
+    # always: missing artifacts are built before the run (sdart.speed.compile).
+    compile: CompileMode = "auto"
+    cache_dir: Path | None = None  # compiled artifacts and their build logs [default: the user cache, ~/.cache/sdart]
+    compile_cache_dir: Path | None = None  # Inductor's kernel cache used by builds [default: cache_dir/inductor]
     threads: int | None = None
     step_cache: int = Field(0, ge=0)  # 0 off; N ≥ 2: full UNet every N steps, shallow branch between (changes the image)
     # 1 off; N ≥ 2: top-level self-attention attends to an N×N-pooled copy of its tokens (changes the image)
@@ -77,6 +85,15 @@ class Settings(BaseSettings):
         return self
     # Textual-inversion embeddings (.pt, .bin, .safetensors): a prompt word equal to a file's name uses its vectors.
     embeddings_dir: Path | None = None
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_mode(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "always" if value else "never"
+        if isinstance(value, str) and value.strip().lower() in _COMPILE_SWITCH:
+            return _COMPILE_SWITCH[value.strip().lower()]
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("loras")
     @classmethod

@@ -128,6 +128,9 @@ def generate(
         with err.status(f"loading {request.model or settings.model}…"):
             engine = Engine(request.model or settings.model, settings=settings)
         request = engine.resolve_request(request.replace(model=None))
+        from sdart.cli.compile import prepare_compiled
+
+        prepare_compiled(engine, request, debug=debug)  # always: build what this size lacks; auto: use what exists
         err.print(f"[dim]{escape(engine.reference)} · {engine.model.family} · {engine.device} · "
                   f"{str(engine.dtype).removeprefix('torch.')} · loaded in {engine.load_s:.1f} s · seed {request.seed}[/]")
         not_applied: list[str] = []

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 # Request fields (their defaults live in sdart.request.GenerationRequest).
 NegativePrompt = Annotated[Optional[str], typer.Option("--negative", "-N", help="What to keep out of the image.")]
@@ -34,10 +35,27 @@ Emphasis = Annotated[Optional[str], typer.Option("--emphasis", help="How (word:1
 Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA fused into the model: a .safetensors file, folder or hub id, optionally REF:SCALE; repeat for more. LCM-LoRA: 4 steps with --sampler LCM --cfg 1.5 \\[env: SDART_LORAS].")]
 LoraDir = Annotated[Optional[Path], typer.Option("--lora-dir", help="Folder of LoRA .safetensors files (A1111's models/Lora, subfolders too) that <lora:NAME:WEIGHT> prompt tags name \\[env: SDART_LORA_DIR].")]
 # Engine speed options (sdart.device.SpeedOptions); the last three change the picture a little.
-Compile = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the UNet (slow first start, faster steps) \\[env: SDART_COMPILE].")]
+Compile = Annotated[Optional[str], typer.Option("--compile", metavar="MODE", help="never, auto or always: the compiled UNet and VAE decoder. auto uses what `sdart compile` built (the server and batch build it in the background), always builds what is missing first (minutes, once), never runs eager; `--compile` alone means always \\[default: auto] \\[env: SDART_COMPILE].")]
 StepCache = Annotated[Optional[int], typer.Option("--step-cache", help="Reuse deep UNet features: full UNet every N steps (2-5), faster, slightly different image \\[env: SDART_STEP_CACHE].")]
 TokenDownsampling = Annotated[Optional[int], typer.Option("--token-downsampling", help="Top-level self-attention attends to N×N-pooled keys/values (2: 4× fewer; 1 = off); faster, slightly different image \\[env: SDART_TOKEN_DOWNSAMPLING].")]
 Quantize = Annotated[Optional[str], typer.Option("--quantize", help="none or int8 (int8 weights: less memory, slightly different image) \\[env: SDART_QUANTIZE].")]
 UpscalerDir = Annotated[Optional[Path], typer.Option("--upscaler-dir", help="Folder of upscaler models (ESRGAN, Real-ESRGAN, SwinIR, DAT, …; A1111's models/ESRGAN layout, subfolders allowed), found by file name \\[env: SDART_UPSCALER_DIR].")]
 Rng = Annotated[Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (same image on any device) or device.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+class CompileFlagCommand(TyperCommand):
+    """Lets `--compile` stand alone (meaning always) last or before another option, and keeps the old
+    `--no-compile` (never): the parser itself only knows options that always take a value. Anything else after
+    `--compile` is its value, and a wrong one is named (`--compile sometimes`)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        fixed: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--no-compile":
+                fixed += ["--compile", "never"]
+                continue
+            fixed.append(arg)
+            if arg == "--compile" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                fixed.append("always")
+        return super().parse_args(ctx, fixed)

@@ -62,10 +62,15 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from sdart.speed.builder import start_background_compile
+
         server.worker.start()
+        compiling = start_background_compile(engine)  # missing compiled artifacts; jobs run eager until ready
         try:
             yield
         finally:
+            if compiling is not None:
+                compiling.stop()
             server.worker.stop()
             server.store.close()
 
