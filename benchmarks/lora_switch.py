@@ -5,7 +5,7 @@ sdart patches copies of the affected weights for the run (sdart.models.loraswitc
 against keeps peft adapters in the (unfused) model and switches them with `set_adapters` (diffusers' way). Both on
 the same pipeline, the UNet calls interleaved round by round (A B C, C B A, …) so that each sees the same load:
 
-    python benchmarks/lora_switch.py [--model sd15|tiny] [--rank 32] [--rounds 2]
+    python benchmarks/lora_switch.py [--model sd15|tiny] [--rank 32] [--rounds 2] [--threads 1]
 
 The LoRA is kohya-style (attention, proj_in/out, feed-forward of every transformer block, and the text encoder's
 attention and MLP), random, saved to a temporary file and read back through the LoRA folder like a user's.
@@ -61,7 +61,10 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--threads", type=int, help="torch threads (1 on a machine busy with other work)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     size = 64 if args.model == "tiny" else args.size
 
     from sdart.conditioning.extra_networks import LoraWeights

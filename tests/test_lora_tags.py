@@ -393,7 +393,7 @@ def Image_open(path):
     return Image.open(path).convert("RGB")
 
 
-def test_cli_from_a_picture_draws_without_a_lora_it_lacks_and_names_it(tiny_model_dir, lora_dir, tmp_path, caplog):
+def test_cli_from_a_picture_draws_without_a_lora_it_lacks_and_names_it(tiny_model_dir, lora_dir, tmp_path):
     from typer.testing import CliRunner
 
     from sdart.cli.app import app
@@ -405,11 +405,10 @@ def test_cli_from_a_picture_draws_without_a_lora_it_lacks_and_names_it(tiny_mode
     png = next((tmp_path / "a").glob("*.png"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with caplog.at_level("WARNING"):
-        again = runner.invoke(app, ["generate", "--from", str(png), "--model", str(tiny_model_dir), "--dtype",
-                                    "float32", "--lora-dir", str(empty), "-o", str(tmp_path / "b")])
+    again = runner.invoke(app, ["generate", "--from", str(png), "--model", str(tiny_model_dir), "--dtype",
+                                "float32", "--lora-dir", str(empty), "-o", str(tmp_path / "b")])
     assert again.exit_code == 0, again.output
-    assert "Failed to find networks: ink" in caplog.text
+    assert "Failed to find networks: ink" in again.stderr
 
 
 def test_server_refuses_unknown_names_natively_warns_on_sdapi_and_lists_the_folder(tag_engine, lora_dir, tmp_path):

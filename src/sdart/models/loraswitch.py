@@ -7,8 +7,8 @@ projections into one (speed.options.fuse_qkv) and may keep weights as int8 (spee
 (it would look for the `to_q` layers the fusing removed, and wrap only nn.Linear); unfused adapters also cost
 every UNet call two extra matmuls per layer, where a patched weight costs nothing per step. A q/k/v pair goes into
 its rows of the fused projection; an int8 layer is dequantized, patched and quantized again (as `--lora` at load).
-Switching costs one copy and one addmm per affected weight, about a third of one UNet call for a rank-32 SD 1.5
-LoRA, against +30–75 % on every UNet call with peft adapters (benchmarks/NOTES.md).
+Switching costs one copy and one addmm per affected weight, 0.05–0.35 of one UNet call for a rank-32 SD 1.5 LoRA,
+against +20–75 % on every UNet call with peft adapters (benchmarks/NOTES.md).
 
 What can't work: a torch.compile'd UNet on the CPU folds its weights into the compiled graph (Inductor freezing),
 and weights streamed to the GPU layer by layer (`--memory minimal`) are copied back from the loader's own store at
