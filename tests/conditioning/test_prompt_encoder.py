@@ -168,6 +168,19 @@ def test_each_distinct_prompt_is_encoded_once(pipes):
     assert len(conditioning.prompts) == len(conditioning.negatives) == 2
 
 
+def test_equal_chunks_are_encoded_once(pipes):
+    """Two chunks of prompt; the empty negative's own chunk and its padding chunk are the same empty chunk."""
+    pipe = pipes["sd15"]
+    rows = []
+    handle = pipe.text_encoder.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    try:
+        kwargs = encode_prompt(pipe, "a " * 80, "", steps=4).at_step(0)
+    finally:
+        handle.remove()
+    assert sum(rows) == 3 and kwargs["negative_prompt_embeds"].shape == (1, 154, 32)
+    assert torch.equal(kwargs["negative_prompt_embeds"][:, :77], kwargs["negative_prompt_embeds"][:, 77:])
+
+
 def test_batch_size_repeats_the_tensors(pipes):
     kwargs = encode_prompt(pipes["sdxl"], "fox", "ugly", steps=4).at_step(0, batch_size=3)
     assert kwargs["prompt_embeds"].shape == (3, 77, 96) and kwargs["negative_pooled_prompt_embeds"].shape == (3, 32)

@@ -24,6 +24,10 @@ class Chunk:
     # (position among the 77, embedding): its vectors fill positions position … position + count - 1
     placements: list[tuple[int, Embedding]] = field(default_factory=list)
 
+    def key(self) -> tuple:
+        """Equal for chunks that encode to the same tensors."""
+        return tuple(self.ids), tuple(self.weights), tuple((position, id(e)) for position, e in self.placements)
+
     def input_ids(self, eos_id: int, pad_id: int) -> list[int]:
         """The ids the encoder reads: tokenizers that pad with something other than EOS (OpenCLIP's "!") put
         their pad token after the first EOS, as their own padding does."""

@@ -110,17 +110,19 @@ def apply_emphasis(hidden: torch.Tensor, weights: torch.Tensor, emphasis: str) -
 def encode_rows(encoder: TextEncoder, rows: Sequence[Chunk], *, clip_skip: int, emphasis: str,
                 device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Each chunk encoded on its own: hidden states (rows, 77, C) and, for a pooled encoder, the pooled output
-    (rows, P) of each chunk. One forward call per chunk: batched calls round differently with the batch size
-    (~1e-7 on CPU), and a prompt's tensors should not depend on what else the job encodes."""
-    hidden_parts, pooled_parts = [], []
+    (rows, P) of each chunk. One forward call per distinct chunk (padding chunks and the parts an edit leaves alone
+    repeat): batched calls round differently with the batch size (~1e-7 on CPU), and a prompt's tensors should not
+    depend on what else the job encodes."""
+    encoded: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
     eos_id = encoder.tokenizer.eos_token_id
     for row in rows:
+        if row.key() in encoded:
+            continue
         ids = torch.tensor([row.input_ids(eos_id, encoder.pad_id)], device=device)  # (1, 77)
         with _embedding_vectors(encoder, [row]):
             output = encoder.model(ids, output_hidden_states=True)
         hidden = _hidden_states(encoder, output, clip_skip)
         weights = torch.tensor([row.weights], device=hidden.device, dtype=torch.float32)
-        hidden_parts.append(apply_emphasis(hidden, weights, emphasis))
-        if encoder.pooled:
-            pooled_parts.append(output.text_embeds)
-    return torch.cat(hidden_parts), (torch.cat(pooled_parts) if pooled_parts else None)
+        encoded[row.key()] = apply_emphasis(hidden, weights, emphasis), output.text_embeds if encoder.pooled else None
+    parts = [encoded[row.key()] for row in rows]
+    return torch.cat([hidden for hidden, _ in parts]), (torch.cat([p for _, p in parts]) if encoder.pooled else None)
