@@ -6,6 +6,7 @@ the steps for `second_order` samplers: Heun, DPM2, DPM++ SDE, …) and `CFGDenoi
 choosing the first schedule entry whose last step is ≥ the call (`reconstruct_cond_batch`).
 """
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -50,6 +51,18 @@ def test_prompt_editing_switches_at_A1111s_model_call(tiny_engine, calls, sample
     assert texts_of(tiny_engine, calls, 4, sampler) == expected
 
 
+def test_one_call_standing_for_two_counts_double():
+    """A scheduler of order 1 running an A1111 second-order sampler: diffusers' call i is A1111's call 2i."""
+    from types import SimpleNamespace
+
+    from sdart.run.conditioning import StepConditioning
+
+    conditioning = SimpleNamespace(is_static=False)
+    switch = StepConditioning(conditioning, "Heun", batch_size=1)
+    assert [switch._a1111_step(SimpleNamespace(scheduler=SimpleNamespace(order=order)), 3) for order in (1, 2)] == [
+        6, 3]
+
+
 def test_a_plain_prompt_reaches_the_unet_unchanged_every_call(tiny_engine, calls):
     result = tiny_engine.generate(prompt="a red fox", steps=3, seed=0, sampler_name="Euler", batch_size=2,
                                   progress=False)
@@ -70,7 +83,7 @@ def test_emphasis_changes_the_picture(tiny_engine):
     def pixels(emphasis):
         image = tiny_engine.generate(prompt="a (red:1.8) fox", steps=2, seed=0, emphasis=emphasis,
                                      progress=False).images[0]
-        return torch.tensor(list(image.getdata()), dtype=torch.float32)
+        return torch.from_numpy(np.asarray(image, dtype=np.float32))
 
     assert (pixels("Original") - pixels("Ignore")).abs().mean() > 0.1
 
@@ -94,7 +107,7 @@ def test_engine_with_an_embeddings_folder_draws_the_word_and_hashes_it(tmp_path,
     assert engine.embeddings().api()["loaded"]["myemb"]["vectors"] == 3
     with_word = engine.generate(prompt="a myemb fox", steps=2, seed=0, progress=False)
     plain = engine.generate(prompt="a red fox", steps=2, seed=0, progress=False)
-    assert list(with_word.images[0].getdata()) == list(plain.images[0].getdata())
+    assert np.array_equal(np.asarray(with_word.images[0]), np.asarray(plain.images[0]))
     ti = parse_infotext(with_word.infotexts[0]).params["TI hashes"]
     assert ti == f"myemb: {engine.embeddings().loaded['myemb'].hash[:12]}"
     assert "TI hashes" not in parse_infotext(plain.infotexts[0]).params

@@ -9,15 +9,12 @@ import torch
 
 from sdart.conditioning import Conditioning, Embeddings, encode_prompt
 from sdart.request import GenerationRequest
-
-# The A1111 samplers that call the model twice per step (`second_order` in A1111 sd_samplers_kdiffusion.py): A1111
-# lays their editing schedules over twice the steps (SamplerData.total_steps) and counts every model call.
-SECOND_ORDER_SAMPLERS = frozenset({"DPM++ SDE", "DPM++ 2S a", "Heun", "DPM2", "DPM2 a", "Restart"})
-
+from sdart.sampling.samplers import find_sampler
 
 def calls_per_step(sampler_name: str) -> int:
-    """Model calls per step of the A1111 sampler of this name ("… Karras" is the same sampler)."""
-    return 2 if sampler_name.removesuffix(" Karras") in SECOND_ORDER_SAMPLERS else 1
+    """Model calls per step of the A1111 sampler: 2 for its `second_order` ones (Heun, DPM2, DPM++ SDE, …), over
+    which A1111 lays the editing schedule (SamplerData.total_steps) and counts every call."""
+    return 2 if find_sampler(sampler_name).a1111_options.get("second_order") else 1
 
 
 def request_conditioning(pipe: Any, request: GenerationRequest, embeddings: Embeddings | None, *,
@@ -33,8 +30,9 @@ class StepConditioning:
     """Gives the pipeline its first step's embeddings, and after each model call the next one's when they change.
 
     diffusers' loop calls `callback_on_step_end` after every model call (its index i). Where the scheduler makes
-    as many calls per step as A1111's sampler (Heun, DPM2: both twice) call i is A1111's call i; where sdart's
-    scheduler calls once for A1111's two (DPM++ SDE on DPMSolverSinglestep), call i stands for A1111's call 2i.
+    as many calls per step as A1111's sampler (its `order`: Heun, DPM2, DPM++ SDE twice) call i is A1111's call i;
+    where it calls once for A1111's two (an alias such as Restart run as another sampler would), call i stands for
+    A1111's call 2i.
     """
 
     # What the pipelines read back from the callback: the embeddings already joined as [negative, positive] for
