@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +33,49 @@ def _request_fields_from_image(path: Path) -> dict[str, Any]:
     return fields
 
 
+def _size(text: str | None, option: str) -> tuple[int, int] | None:
+    """WxH → (width, height)."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"{option} = {text!r}: must be WIDTHxHEIGHT, like 1024x768")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _pass_fields(hires: bool | None, hires_scale, hires_size, hires_upscaler, hires_steps, hires_strength,
+                 hires_sampler, hires_scheduler, hires_prompt, hires_negative, hires_cfg, subseed, subseed_strength,
+                 seed_resize_from, refiner, refiner_switch_at) -> dict[str, Any]:
+    """The request fields of the hires, variation-seed and refiner options (None: not given)."""
+    hires_options = dict(hr_scale=hires_scale, hr_upscaler=hires_upscaler, hr_second_pass_steps=hires_steps,
+                         hr_sampler_name=hires_sampler, hr_scheduler=hires_scheduler, hr_prompt=hires_prompt,
+                         hr_negative_prompt=hires_negative, hr_cfg=hires_cfg)
+    if (box := _size(hires_size, "--hires-size")) is not None:
+        hires_options.update(hr_resize_x=box[0], hr_resize_y=box[1])
+    given = [name for name, value in hires_options.items() if value is not None] or hires_strength is not None
+    if hires is False and given:
+        raise ValueError("--no-hires: the --hires-* options given need hires fix on")
+    fields = {**hires_options, "enable_hr": True if given else hires, "subseed": subseed,
+              "subseed_strength": subseed_strength, "refiner_checkpoint": refiner,
+              "refiner_switch_at": refiner_switch_at}
+    if (resize := _size(seed_resize_from, "--seed-resize-from")) is not None:
+        fields.update(seed_resize_from_w=resize[0], seed_resize_from_h=resize[1])
+    return fields
+
+
+def _drop_unavailable(fields: dict[str, Any], key: str, what: str, hint: str) -> None:
+    """A model named by --from's image that isn't here is dropped, and the user told."""
+    from sdart.models.errors import ModelLoadError
+    from sdart.models.resolve import resolve
+
+    try:
+        resolve(fields[key])
+    except ModelLoadError:
+        err.print(f"[yellow]note:[/] the image was made with {what} {escape(repr(fields[key]))}, which is not "
+                  f"available here; {hint}.")
+        fields.pop(key)
+
+
 
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="What to draw. Optional with --from."),
@@ -54,6 +98,22 @@ def generate(
     mask: Optional[Path] = typer.Option(None, "--mask", help="Inpainting (with --init-image): redraw only where this picture is white."),
     mask_blur: Optional[int] = typer.Option(None, "--mask-blur", help="Inpainting: soften the mask's edge by this many pixels \\[default: 4]."),
     invert_mask: Optional[bool] = typer.Option(None, "--invert-mask/--no-invert-mask", help="Inpainting: redraw where the mask is black instead."),
+    hires: o.Hires = None,
+    hires_scale: o.HiresScale = None,
+    hires_size: o.HiresSize = None,
+    hires_upscaler: o.HiresUpscaler = None,
+    hires_steps: o.HiresSteps = None,
+    hires_strength: o.HiresStrength = None,
+    hires_sampler: o.HiresSampler = None,
+    hires_scheduler: o.HiresScheduler = None,
+    hires_prompt: o.HiresPrompt = None,
+    hires_negative: o.HiresNegative = None,
+    hires_cfg: o.HiresCfg = None,
+    subseed: o.Subseed = None,
+    subseed_strength: o.SubseedStrength = None,
+    seed_resize_from: o.SeedResizeFrom = None,
+    refiner: o.Refiner = None,
+    refiner_switch_at: o.RefinerSwitchAt = None,
     from_image: Optional[Path] = typer.Option(None, "--from", help="Re-run the parameters stored in this PNG; other options override them."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where PNGs go \\[default: outputs] \\[env: SDART_OUTPUT_DIR]."),
     device: o.Device = None,
@@ -74,20 +134,17 @@ def generate(
     configure_logging(debug)
     with friendly_errors(debug):
         from sdart.images.output import ensure_writable_dir, save_image
-        from sdart.models.errors import ModelLoadError
-        from sdart.models.resolve import resolve
         from sdart.request import GenerationRequest
         from sdart.settings import load_settings
 
         # 1. Request: the image's parameters (--from), then every option given on the command line.
         fields = _request_fields_from_image(from_image) if from_image else {}
         if fields.get("model") and model is None:
-            try:
-                resolve(fields["model"])
-            except ModelLoadError:
-                err.print(f"[yellow]note:[/] the image was made with model {escape(repr(fields['model']))}, which is not "
-                          "available here; using the default model (pass --model to choose).")
-                fields.pop("model")
+            _drop_unavailable(fields, "model", "model", "using the default model (pass --model to choose)")
+        if fields.get("refiner_checkpoint") and refiner is None:
+            _drop_unavailable(fields, "refiner_checkpoint", "refiner", "running without it (pass --refiner to choose)")
+        if hires_strength is not None and denoising_strength is not None and hires_strength != denoising_strength:
+            raise ValueError("--hires-strength: sets the same denoising_strength as --strength; give one")
         given = dict(prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed,
                      width=width, height=height, n_iter=n_iter, batch_size=batch_size, sampler_name=sampler_name,
                      scheduler=scheduler, clip_skip=clip_skip, model=model,
@@ -95,6 +152,11 @@ def generate(
                      denoising_strength=denoising_strength, resize_mode=resize_mode,
                      mask=str(mask) if mask is not None else None, mask_blur=mask_blur,
                      inpainting_mask_invert=invert_mask)
+        given.update(_pass_fields(hires, hires_scale, hires_size, hires_upscaler, hires_steps, hires_strength,
+                                  hires_sampler, hires_scheduler, hires_prompt, hires_negative, hires_cfg, subseed,
+                                  subseed_strength, seed_resize_from, refiner, refiner_switch_at))
+        if hires_strength is not None:
+            given["denoising_strength"] = hires_strength
         fields.update({k: v for k, v in given.items() if v is not None})
         if "prompt" not in fields:
             raise ValueError("prompt: missing; give a prompt (or --from IMAGE)")

@@ -105,19 +105,28 @@ class Infotext:
                     fields[name] = convert(p[key])
                 except ValueError:
                     fields[name] = p[key]  # left for request validation to name
-        if size := _SIZE.match(p.get("Size", "")):
-            fields["width"], fields["height"] = int(size.group(1)), int(size.group(2))
+        for key, (width, height) in _SIZE_KEYS.items():
+            if size := _SIZE.match(p.get(key, "")):
+                fields[width], fields[height] = int(size.group(1)), int(size.group(2))
+        # As A1111 pastes an infotext: hires fix was on when its scale, box or upscaler is written.
+        if any(key in p for key in ("Hires upscale", "Hires resize", "Hires upscaler")):
+            fields["enable_hr"] = True
         return fields
 
     def unapplied(self) -> dict[str, str]:
         """The parameters `request_fields` does not turn into a field, but for those that only describe the
         picture (DESCRIPTIVE_KEYS)."""
-        used = {*_REQUEST_KEYS, "Size", *DESCRIPTIVE_KEYS}
+        used = {*_REQUEST_KEYS, *_SIZE_KEYS, *DESCRIPTIVE_KEYS}
         return {key: value for key, value in self.params.items() if key not in used}
 
 
-# Infotext key → (GenerationRequest field, conversion); "Size" gives width and height.
-_REQUEST_KEYS: dict[str, tuple[str, type]] = {
+def _checkpoint_name(title: str) -> str:
+    """A1111 writes a checkpoint as its short title, "name [hash]"; the name is what finds it."""
+    return re.sub(r"\s*\[[0-9a-fA-F]{8,12}\]$", "", title)
+
+
+# Infotext key → (GenerationRequest field, conversion).
+_REQUEST_KEYS: dict[str, tuple[str, Any]] = {
     "Steps": ("steps", int),
     "Sampler": ("sampler_name", str),
     "Schedule type": ("scheduler", str),
@@ -125,6 +134,24 @@ _REQUEST_KEYS: dict[str, tuple[str, type]] = {
     "Seed": ("seed", int),
     "Clip skip": ("clip_skip", int),
     "Denoising strength": ("denoising_strength", float),
+    "Variation seed": ("subseed", int),
+    "Variation seed strength": ("subseed_strength", float),
+    "Hires upscale": ("hr_scale", float),
+    "Hires steps": ("hr_second_pass_steps", int),
+    "Hires upscaler": ("hr_upscaler", str),
+    "Hires sampler": ("hr_sampler_name", str),
+    "Hires schedule type": ("hr_scheduler", str),
+    "Hires prompt": ("hr_prompt", str),
+    "Hires negative prompt": ("hr_negative_prompt", str),
+    "Hires CFG Scale": ("hr_cfg", float),
+    "Refiner": ("refiner_checkpoint", _checkpoint_name),
+    "Refiner switch at": ("refiner_switch_at", float),
+}
+# Infotext keys written WxH → the two fields they set.
+_SIZE_KEYS: dict[str, tuple[str, str]] = {
+    "Size": ("width", "height"),
+    "Hires resize": ("hr_resize_x", "hr_resize_y"),
+    "Seed resize from": ("seed_resize_from_w", "seed_resize_from_h"),
 }
 # Keys that say how a picture was made without being a setting to repeat: the model's hash (the name is in
 # "Model"), the program's version, and a batch image's place in its batch (its own Seed already repeats it).
