@@ -43,7 +43,7 @@ def _size(text: str | None, option: str) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
-def _pass_fields(hires: bool | None, hires_scale, hires_size, hires_upscaler, hires_steps, hires_strength,
+def _pass_fields(*, hires: bool | None, hires_scale, hires_size, hires_upscaler, hires_steps, hires_strength,
                  hires_sampler, hires_scheduler, hires_prompt, hires_negative, hires_cfg, subseed, subseed_strength,
                  seed_resize_from, refiner, refiner_switch_at) -> dict[str, Any]:
     """The request fields of the hires, variation-seed and refiner options (None: not given)."""
@@ -152,9 +152,12 @@ def generate(
                      denoising_strength=denoising_strength, resize_mode=resize_mode,
                      mask=str(mask) if mask is not None else None, mask_blur=mask_blur,
                      inpainting_mask_invert=invert_mask)
-        given.update(_pass_fields(hires, hires_scale, hires_size, hires_upscaler, hires_steps, hires_strength,
-                                  hires_sampler, hires_scheduler, hires_prompt, hires_negative, hires_cfg, subseed,
-                                  subseed_strength, seed_resize_from, refiner, refiner_switch_at))
+        given.update(_pass_fields(
+            hires=hires, hires_scale=hires_scale, hires_size=hires_size, hires_upscaler=hires_upscaler,
+            hires_steps=hires_steps, hires_strength=hires_strength, hires_sampler=hires_sampler,
+            hires_scheduler=hires_scheduler, hires_prompt=hires_prompt, hires_negative=hires_negative,
+            hires_cfg=hires_cfg, subseed=subseed, subseed_strength=subseed_strength,
+            seed_resize_from=seed_resize_from, refiner=refiner, refiner_switch_at=refiner_switch_at))
         if hires_strength is not None:
             given["denoising_strength"] = hires_strength
         fields.update({k: v for k, v in given.items() if v is not None})
