@@ -84,7 +84,7 @@ def test_the_second_pass_runs_its_steps_from_the_strength_s_noise_level_as_a1111
     ({"hr_upscaler": " "}, "hr_upscaler", "must name an upscaler"),
     ({"hr_sampler_name": "Euler b"}, "hr_sampler_name", "unknown sampler"),
     ({"hr_scheduler": "Quadratic"}, "hr_scheduler", "unknown schedule type"),
-    ({"hr_sampler_name": "Euler a", "hr_scheduler": "Karras"}, "request", "hr_scheduler: sampler 'Euler a'"),
+    ({"hr_sampler_name": "PLMS", "hr_scheduler": "Karras"}, "request", "hr_scheduler: sampler 'PLMS'"),
     ({"hr_second_pass_steps": -1}, "hr_second_pass_steps", "greater than or equal to 0"),
     ({"denoising_strength": 0}, "denoising_strength", "greater than 0"),
 ])
@@ -142,14 +142,16 @@ def test_progress_counts_both_passes(tiny_engine):
 
 
 def test_each_second_pass_field_reaches_the_second_pass(tiny_engine):
-    base = pixels(hires(tiny_engine).images[0])
+    # 3 hires steps: the last 3 of a 4-step schedule, so that schedule types differ in its inner sigmas
+    base = pixels(hires(tiny_engine, hr_second_pass_steps=3).images[0])
     # Spelled out as the first pass's, the second pass is the same; changed, it differs.
-    same = dict(hr_prompt="a red fox", hr_cfg=7.0, hr_sampler_name="DPM++ 2M Karras", hr_second_pass_steps=2)
+    same = dict(hr_prompt="a red fox", hr_cfg=7.0, hr_sampler_name="DPM++ 2M Karras", hr_second_pass_steps=3)
     assert np.array_equal(pixels(hires(tiny_engine, **same).images[0]), base)
     for change in ({"hr_prompt": "a blue whale"}, {"hr_negative_prompt": "red"}, {"hr_cfg": 2.0},
-                   {"hr_sampler_name": "Euler"}, {"hr_scheduler": "Exponential"}, {"hr_second_pass_steps": 3},
+                   {"hr_sampler_name": "Euler"}, {"hr_scheduler": "Exponential"}, {"hr_second_pass_steps": 2},
                    {"denoising_strength": 0.3}):
-        assert not np.array_equal(pixels(hires(tiny_engine, **change).images[0]), base), change
+        changed = pixels(hires(tiny_engine, **{"hr_second_pass_steps": 3, **change}).images[0])
+        assert not np.array_equal(changed, base), change
 
 
 def test_strength_near_0_keeps_the_upscaled_first_pass_and_1_redraws_it(tiny_engine):
@@ -188,7 +190,7 @@ def test_hires_infotext_keys_as_a1111_writes_them(tiny_engine):
 
 
 def test_hires_infotext_reads_back_into_the_same_request(tiny_engine):
-    result = hires(tiny_engine, hr_resize_x=128, hr_resize_y=80, hr_upscaler="Nearest", hr_sampler_name="Euler a",
+    result = hires(tiny_engine, hr_resize_x=128, hr_resize_y=80, hr_upscaler="Nearest", hr_sampler_name="PLMS",
                    hr_negative_prompt="blurry", hr_cfg=4.5, denoising_strength=0.55)
     fields = parse_infotext(result.infotexts[0]).request_fields()
     again = GenerationRequest.parse(fields)
@@ -196,7 +198,7 @@ def test_hires_infotext_reads_back_into_the_same_request(tiny_engine):
                     "hr_sampler_name", "hr_negative_prompt", "hr_cfg", "denoising_strength",
                     "width", "height", "seed", "steps")
     assert {f: getattr(again, f) for f in hires_fields} == {f: getattr(result.request, f) for f in hires_fields}
-    # Euler a can't take Karras: the hires pass fell back to its own schedule, and says so.
+    # PLMS steps on its own grid: the first pass's Karras can't be inherited, the hires pass says what it ran on.
     assert again.hr_scheduler == "Automatic"
 
 
@@ -246,9 +248,22 @@ def test_cli_hires_options(tiny_model_dir, tmp_path):
         assert failed.exit_code == 2 and phrase in failed.output, failed.output
 
 
-def test_an_unknown_upscaler_model_is_named(tiny_engine):
-    with pytest.raises(ValueError, match="hr_upscaler = '4x-UltraSharp': no upscaler of that name"):
-        hires(tiny_engine, hr_upscaler="4x-UltraSharp")
+def test_an_upscaler_model_from_the_folder_runs_and_an_unknown_one_is_named_before_the_first_pass(tiny_model_dir,
+                                                                                                 tmp_path):
+    from sdart.engine import Engine
+    from sdart.settings import Settings
+    from sdart.upscalers.tiny import save_tiny_upscaler
+
+    save_tiny_upscaler(tmp_path / "ups" / "4x-tiny.pth", "ESRGAN")
+    engine = Engine(str(tiny_model_dir), settings=Settings(device="cpu", dtype="float32",
+                                                           upscaler_dir=tmp_path / "ups"))
+    result = hires(engine, hr_upscaler="4x-tiny", hr_second_pass_steps=1)  # a 4× model asked for 1.5×
+    assert result.images[0].size == (96, 96)
+    assert parse_infotext(result.infotexts[0]).params["Hires upscaler"] == "4x-tiny"
+    steps = []
+    with pytest.raises(ValueError, match="hr_upscaler = '4x-UltraSharp': upscaler '4x-UltraSharp': no such upscaler"):
+        engine.generate(GenerationRequest.parse({**HIRES, "hr_upscaler": "4x-UltraSharp"}), on_step=steps.append)
+    assert steps == []
 
 
 # --- the shapes model: the picture still follows the prompt ----------------------------------------------------

@@ -38,11 +38,13 @@ def test_plain_noise_is_diffusers_own_draw_and_leaves_the_generator_where_diffus
 def test_engine_pictures_of_plain_seeds_are_what_diffusers_alone_makes(tiny_engine):
     """Same seed → same picture as before noise was drawn by sdart: the pipeline called directly with the
     seed's generator (Euler a, so the ancestral noise drawn after the start noise counts too)."""
-    from sdart.sampling.samplers import find_sampler, make_scheduler
+    from sdart.sampling.build import make_scheduler
+    from sdart.sampling.samplers import find_sampler
 
     ours = picture(tiny_engine, sampler_name="Euler a", seed=12345)
     pipe = tiny_engine.model.pipeline
-    pipe.scheduler = make_scheduler(find_sampler("Euler a"), tiny_engine.ready.base_scheduler_config)
+    pipe.scheduler = make_scheduler(find_sampler("Euler a"), tiny_engine.ready.base_scheduler_config,
+                                    family=tiny_engine.model.family)
     theirs = pipe(prompt=["a red fox"], num_inference_steps=3, guidance_scale=7.0, width=64, height=64,
                   generator=[torch.Generator().manual_seed(12345)]).images[0]
     assert np.array_equal(ours, pixels(theirs))

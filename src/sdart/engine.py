@@ -19,6 +19,7 @@ from sdart.run.batches import Run
 from sdart.run.infotext import infotext_for
 from sdart.run.progress import Cancel, GenerationCancelled, StepCallback, StepProgress, cancel_check, tqdm_callback
 from sdart.run.result import Batch, GenerationResult, summarise_timings
+from sdart.run.upscale import Upscaling
 from sdart.settings import Settings, load_settings
 from sdart.speed.device import pick_device, pick_dtype
 
@@ -54,6 +55,8 @@ class Engine:
         self._lock = threading.Lock()
         self.ready: ReadyModel
         self.refiner: ReadyModel | None = None  # the last refiner asked for, kept for the next request
+        self.upscaling = Upscaling(self.settings.upscaler_dir, self.settings.upscaler_tile,
+                                   self.settings.upscaler_overlap, self.device)  # hires fix's upscaler models
         self.load(model or self.settings.model)
 
     # --- model -------------------------------------------------------------------------------------------
@@ -174,7 +177,7 @@ class Engine:
         # 4. The run: its passes (first, hires, refiner), one pipeline call each per batch.
         run = Run(self.ready, request, device=self.device, memory=self.memory, rng=self.settings.rng,
                   safety_checker=self.safety_checker, on_step=on_step, is_cancelled=cancel_check(cancel),
-                  refiner=refiner)
+                  refiner=refiner, upscaling=self.upscaling)
         with self._lock:
             yield from run.batches()
 

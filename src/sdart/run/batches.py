@@ -20,7 +20,7 @@ from sdart.run.postprocess import check_safety, composite_through_mask
 from sdart.run.progress import BatchSteps, GenerationCancelled, StepCallback, StepProgress
 from sdart.run.refiner import Switch, refiner_pass, switch_point
 from sdart.run.result import Batch
-from sdart.run.upscale import check_upscaler, is_latent
+from sdart.run.upscale import Upscaling, check_upscaler, is_latent
 from sdart.speed.memory import release_freed_memory
 
 
@@ -30,7 +30,7 @@ class Run:
 
     def __init__(self, ready: ReadyModel, request: GenerationRequest, *, device: torch.device, memory: str,
                  rng: str, safety_checker: bool, on_step: StepCallback | None, is_cancelled: Callable[[], bool],
-                 refiner: ReadyModel | None = None):
+                 refiner: ReadyModel | None = None, upscaling: Upscaling | None = None):
         self.ready = ready
         self.request = request
         self.device = device
@@ -54,8 +54,9 @@ class Run:
             self.pipe = ready.twin("inpaint")
         # The passes after it: hires fix redraws through the img2img twin; the refiner takes over the last pass.
         self.hires_pipe = None
+        self.upscaling = upscaling or Upscaling(device=device)
         if request.enable_hr:
-            check_upscaler(request.hr_upscaler)
+            check_upscaler(request.hr_upscaler, self.upscaling)
             self.hires_pipe = ready.twin("img2img")
         self.refiner = refiner
         self.switch = self._refiner_switch() if refiner is not None else None
@@ -125,8 +126,8 @@ class Run:
         if request.enable_hr:
             until = self.switch.at if self.switch is not None else None
             last = hires_pass(self.hires_pipe, request, output, seeds=seeds, subseeds=subseeds,
-                              ready=self.ready, rng_device=self.rng_device, until=until,
-                              upscale_device=self.device)
+                              ready=self.ready, rng_device=self.rng_device, upscaling=self.upscaling,
+                              until=until)
             output = run(last, "latent" if until is not None else "pil")
         # 4. The refiner takes over the last pass's remaining steps.
         if self.switch is not None:

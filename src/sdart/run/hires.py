@@ -4,12 +4,11 @@ and guidance where the request gives them, from new noise of the same seeds at t
 
 from __future__ import annotations
 
-
 import torch
 
 from sdart.run.noise import Variation, batch_noise
 from sdart.run.passes import PassCall, fitting_schedule, latent_shape, noise_dtype, scheduler_for
-from sdart.run.upscale import is_latent, upscale_latents, upscale_picture
+from sdart.run.upscale import Upscaling, is_latent, upscale_latents, upscale_picture
 from sdart.sampling.samplers import effective_schedule, find_sampler
 
 
@@ -38,7 +37,7 @@ def hires_steps(steps: int, strength: float, train_steps: int) -> tuple[int, flo
 
 
 def hires_pass(pipe, request, first_output, *, seeds: list[int], subseeds: list[int], ready, rng_device,
-               until: float | None = None, upscale_device=None) -> PassCall:
+               upscaling: Upscaling, until: float | None = None) -> PassCall:
     """The hires pass of one batch from the first pass's output: latents (B, C, h, w) for the latent upscalers,
     pictures otherwise."""
     size = request.hires_size(pipe.vae_scale_factor)
@@ -47,8 +46,7 @@ def hires_pass(pipe, request, first_output, *, seeds: list[int], subseeds: list[
     if is_latent(request.hr_upscaler):
         image = upscale_latents(first_output, request.hr_upscaler, size)
     else:
-        image = [upscale_picture(picture, request.hr_upscaler, size, device=upscale_device)
-                 for picture in first_output]
+        image = [upscale_picture(picture, request.hr_upscaler, size, upscaling) for picture in first_output]
     # As A1111: new noise from the same seeds (and variation seeds) at the hires size, from new generators.
     generators = [torch.Generator(rng_device).manual_seed(seed) for seed in seeds]
     noise = batch_noise(latent_shape(pipe, size.width, size.height), seeds, subseeds, Variation.of(request),

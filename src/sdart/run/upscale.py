@@ -1,28 +1,27 @@
 """The hires pass's upscale: in latent space for A1111's "Latent…" modes (torch interpolation of the first pass's
-latents), or in pixels (`None`, `Lanczos`, `Nearest` or an upscaler model) before the VAE encodes the picture again.
-
-The latent modes are A1111's (modules/shared_items.py `latent_upscale_modes`): an interpolation mode of
-torch.nn.functional.interpolate and whether it antialiases (which only matters when shrinking).
-"""
+latents with A1111's mode and antialias flag, sdart.upscalers.names), or in pixels (`None`, `Lanczos`, `Nearest`
+or an upscaler model, sdart.upscalers.pixel) before the VAE encodes the picture again."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sdart.run.hires_size import HiresSize
+from sdart.upscalers.names import LATENT_UPSCALE_MODES, PIXEL_UPSCALERS
 
-# name → (torch interpolate mode, antialias)
-LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
-    "Latent": ("bilinear", False),
-    "Latent (antialiased)": ("bilinear", True),
-    "Latent (bicubic)": ("bicubic", False),
-    "Latent (bicubic antialiased)": ("bicubic", True),
-    "Latent (nearest)": ("nearest", False),
-    "Latent (nearest-exact)": ("nearest-exact", False),
-}
-# Pixel upscalers that need no model. "None" is A1111's plain resize (Lanczos to the size).
-PIXEL_UPSCALERS = ("None", "Lanczos", "Nearest")
 BUILT_IN = (*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS)
+
+
+@dataclass(frozen=True)
+class Upscaling:
+    """Where upscaler models are found and how they run (Settings.upscaler_dir, upscaler_tile, upscaler_overlap)."""
+
+    folder: Path | None = None
+    tile: int = 512
+    overlap: int = 32
+    device: Any = None
 
 
 def find_upscaler(name: Any) -> str:
@@ -53,26 +52,23 @@ def upscale_latents(latents, name: str, size: HiresSize):
     return upscaled[:, :, top:bottom, left:right]
 
 
-def check_upscaler(name: str) -> None:
-    """Raise before the first pass when the hires pass couldn't upscale with `name`."""
-    if name not in BUILT_IN:
-        raise ValueError(f"hr_upscaler = {name!r}: no upscaler of that name; built in: {', '.join(BUILT_IN)}")
+def check_upscaler(name: str, upscaling: Upscaling) -> None:
+    """Raise, naming hr_upscaler, before the first pass when the hires pass couldn't upscale with `name` (cheap:
+    a model's file is found, not read)."""
+    from sdart.upscalers.pixel import check_upscaler as check_pixel_upscaler
+
+    if not is_latent(name):
+        try:
+            check_pixel_upscaler(name, upscaling.folder)
+        except ValueError as exc:
+            raise ValueError(f"hr_upscaler = {name!r}: {exc}") from None
 
 
-def upscale_picture(image, name: str, size: HiresSize, *, device=None):
-    """A decoded first pass → the hires picture (PIL), upscaled with `name` and cropped as A1111 does."""
-    from PIL import Image
+def upscale_picture(image, name: str, size: HiresSize, upscaling: Upscaling):
+    """A decoded first pass → the hires picture (PIL), upscaled with `name` (sdart.upscalers) and cropped as
+    A1111 does."""
+    from sdart.upscalers.pixel import upscale
 
-    target = (size.upscale_width, size.upscale_height)
-    if name in ("None", "Lanczos"):
-        upscaled = image.resize(target, Image.Resampling.LANCZOS)
-    elif name == "Nearest":
-        # As A1111's upscalers: by the scale that covers the target, then Lanczos to the exact size.
-        scale = max(target[0] / image.width, target[1] / image.height)
-        upscaled = image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.NEAREST)
-        if upscaled.size != target:
-            upscaled = upscaled.resize(target, Image.Resampling.LANCZOS)
-    else:
-        check_upscaler(name)
-        raise ValueError(f"hr_upscaler = {name!r} upscales latents, not pictures")
+    upscaled = upscale(image, name, size=(size.upscale_width, size.upscale_height), folder=upscaling.folder,
+                       tile=upscaling.tile, overlap=upscaling.overlap, device=upscaling.device)
     return upscaled.crop(size.crop_box(size.latent_scale))
