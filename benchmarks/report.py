@@ -72,6 +72,71 @@ def extras(run: dict) -> str:
     return "\n".join(out)
 
 
+def unet_ab(ab: dict) -> str:
+    """The interleaved one-UNet-call table (unet_ab.py); older runs kept the mean and the ratio to fp32."""
+    machine = f" on {ab['cpu']}, {ab['date']}" if "cpu" in ab else ""
+    lines = [f"One UNet call (CFG batch 2, 64×64 latents), variants interleaved over {ab['rounds']} rounds so that each "
+             f"sees the same machine load{machine}: `{ab['command']}` (load at end {ab['load_avg_end']})", "",
+             "| variant | seconds per call (each round) | median s | × vs the first row | build s |", "|---|---|---|---|---|"]
+    for r in ab["rows"]:
+        median = r.get("median_s", r.get("mean_s"))
+        lines.append(f"| {r['variant']} | {', '.join(map(str, r['unet_call_s']))} | {median} "
+                     f"| {r.get('x_vs_first', r.get('x_vs_fp32'))} | {_fmt(r.get('build_s'))} |")
+    return "\n".join(lines)
+
+
+def compile_section(data: dict) -> str:
+    """Compiled artifacts: process start to the first step (first_step.py), the compiled forms compared
+    (compile_start.py), the UNet per call (unet_ab.py) and the eager variants (eager_ab.py)."""
+    parts = ["## Compiled artifacts (CPU)", ""]
+    if "first_step" in data:
+        fs = data["first_step"]
+        parts += [f"`{fs['command']}`, {fs['date']}, {fs['machine']['cpu']}", "",
+                  "| run | process start → first step done s | s per step after it | process start → image s "
+                  "| peak RSS GiB | load avg before → after |", "|---|---|---|---|---|---|"]
+        for r in fs["rows"]:
+            if "error" in r:
+                parts.append(f"| {r['config']} | failed: {r['error']} | | | | |")
+                continue
+            parts.append(f"| {r['config']} | {_fmt(r['first_step_s'])} | {', '.join(map(str, r['step_s']))} "
+                         f"| {_fmt(r['done_s'])} | {_fmt(r['peak_rss_gib'])} | {r['load_before']} → {r['load_after']} |")
+        parts.append("")
+    if "compile_start" in data:
+        cs = data["compile_start"]
+        parts += [f"`{cs['command']}`, {cs['date']}, {cs['machine']['cpu']}", "",
+                  "| approach | phase | imports s | UNet loaded s | exported s | built s | artifact loaded s "
+                  "| first call done s | calls s | peak RSS GiB | package MiB | load avg before → after |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in cs["rows"]:
+            if "error" in r:
+                parts.append(f"| {r['approach']} | {r['phase']} | failed: {r['error']} | | | | | | | | | |")
+                continue
+            parts.append(f"| {r['approach']} | {r['phase']} | {_fmt(r.get('imports'))} | {_fmt(r.get('unet_loaded'))} "
+                         f"| {_fmt(r.get('exported'))} | {_fmt(r.get('built'))} | {_fmt(r.get('artifact_loaded'))} "
+                         f"| {_fmt(r.get('first_call_done'))} | {', '.join(map(str, r.get('call_s', [])))} "
+                         f"| {_fmt(r.get('peak_rss_gib'))} | {_fmt(r.get('package_mib'))} "
+                         f"| {r['load_before']} → {r['load_after']} |")
+        parts.append("")
+    if "unet_ab" in data:
+        parts += [unet_ab(data["unet_ab"]), ""]
+    if "engine" in data:
+        run = data["engine"]
+        parts += [f"Engine rows, one process: `{run['command']}`, {run['date']}, {run['machine']['cpu']}", "",
+                  table(run), "", extras(run), ""]
+    if "eager_ab" in data:
+        ea = data["eager_ab"]
+        parts += [f"Eager variants, interleaved: `{ea['command']}`, {ea['date']}, {ea['cpu']} (load at end "
+                  f"{ea['load_avg_end']})", "", "| variant | s per call | median s | × vs default | max abs diff |",
+                  "|---|---|---|---|---|"]
+        parts += [f"| {r['variant']} | {', '.join(map(str, r['call_s']))} | {r['median_s']} | {r['x_vs_default']} "
+                  f"| {r['max_abs_diff']} |" for r in ea["rows"]]
+        if ea.get("profile"):
+            parts += ["", "Operators by self time in one default eager call: " + "; ".join(
+                f"{p['op']} {p['self_s']} s ({p['calls']}×)" for p in ea["profile"])]
+        parts.append("")
+    return "\n".join(parts)
+
+
 def chart(runs: dict[str, dict], path: Path) -> None:
     import matplotlib
 
@@ -127,15 +192,13 @@ def write_report(folder: Path, notes: str | None = None) -> Path:
         parts += [f"- {k}: {v}" for k, v in run["machine"].items()] + [""]
         parts += [table(run), ""]
         if "unet_ab" in run:
-            ab = run["unet_ab"]
-            parts += [f"One UNet call (CFG batch 2, 64×64 latents), variants interleaved over {ab['rounds']} rounds so "
-                      f"that each sees the same machine load: `{ab['command']}` (load at end {ab['load_avg_end']})", "",
-                      "| variant | seconds per call (each round) | mean s | × vs fp32 |", "|---|---|---|---|"]
-            parts += [f"| {r['variant']} | {', '.join(map(str, r['unet_call_s']))} | {r['mean_s']} | {r['x_vs_fp32']} |"
-                      for r in ab["rows"]] + [""]
+            parts += [unet_ab(run["unet_ab"]), ""]
         more = extras(run)
         if more:
             parts += [more, ""]
+    compiled = folder / "results-compile-cpu.json"
+    if compiled.is_file():
+        parts += [compile_section(json.loads(compiled.read_text())), ""]
     if runs:
         chart(runs, folder / "chart.png")
         parts += ["![seconds per image by configuration](chart.png)", ""]

@@ -79,12 +79,12 @@ def test_the_second_pass_runs_its_steps_from_the_strength_s_noise_level_as_a1111
 @pytest.mark.parametrize("fields, field, phrase", [
     ({"hr_scale": 9}, "hr_scale", "less than or equal to 8"),
     ({"width": 512, "height": 512, "hr_scale": 8.5}, "hr_scale", "less than or equal to 8"),
-    ({"width": 1024, "height": 1024, "hr_scale": 5}, "request", "hr_scale: the hires picture would be 5120x5120"),
+    ({"width": 1024, "height": 1024, "hr_scale": 5}, "hr_scale", "hr_scale: the hires picture would be 5120x5120"),
     ({"width": 512, "height": 512, "hr_resize_x": 5000}, "hr_resize_x", "less than or equal to 4096"),
     ({"hr_upscaler": " "}, "hr_upscaler", "must name an upscaler"),
     ({"hr_sampler_name": "Euler b"}, "hr_sampler_name", "unknown sampler"),
     ({"hr_scheduler": "Quadratic"}, "hr_scheduler", "unknown schedule type"),
-    ({"hr_sampler_name": "PLMS", "hr_scheduler": "Karras"}, "request", "hr_scheduler: sampler 'PLMS'"),
+    ({"hr_sampler_name": "PLMS", "hr_scheduler": "Karras"}, "hr_scheduler", "hr_scheduler: sampler 'PLMS'"),
     ({"hr_second_pass_steps": -1}, "hr_second_pass_steps", "greater than or equal to 0"),
     ({"denoising_strength": 0}, "denoising_strength", "greater than 0"),
 ])

@@ -107,4 +107,6 @@ def test_cli_refiner_and_its_infotext_read_back(tiny_sdxl_dir, refiner_dir, tmp_
                                    "--refiner-switch-at", "0.6", "-o", str(tmp_path)])
     assert run.exit_code == 0, run.output
     fields = parse_infotext(read_infotext(tmp_path / "00001-2.png")).request_fields()
-    assert (fields["refiner_checkpoint"], fields["refiner_switch_at"]) == ("tiny-refiner", 0.6)  # " [hash]" dropped
+    assert fields["refiner_checkpoint"].startswith("tiny-refiner [")  # A1111's title: name [short hash]
+    request = GenerationRequest.parse(fields)
+    assert (request.refiner_checkpoint, request.refiner_switch_at) == ("tiny-refiner", 0.6)  # the name finds it

@@ -101,7 +101,7 @@ def test_the_request_splits_a_combined_name_and_keeps_it_consistent():
     assert GenerationRequest.parse(sampler_name="Euler a", scheduler="Karras").scheduler == "Karras"
     with pytest.raises(RequestError) as refused:
         GenerationRequest.parse(sampler_name="PLMS", scheduler="KL Optimal")
-    assert str(refused.value).startswith("request = ") and "scheduler: sampler 'PLMS'" in str(refused.value)
+    assert str(refused.value).startswith("scheduler = 'KL Optimal': ") and "sampler 'PLMS'" in str(refused.value)
 
 
 def test_resolve_a1111_passes_good_names_without_notes():

@@ -143,7 +143,7 @@ def test_seeds_up_to_2_63_are_taken_and_random_ones_stay_below_2_32(tiny_engine)
     ({"subseed_strength": 1.5}, "subseed_strength", "less than or equal to 1"),
     ({"subseed": -2}, "subseed", "greater than or equal to -1"),
     ({"seed_resize_from_w": 4, "seed_resize_from_h": 64}, "seed_resize_from_w", "at least 8"),
-    ({"seed_resize_from_w": 64}, "request", "seed_resize_from_w: goes with seed_resize_from_h"),
+    ({"seed_resize_from_w": 64}, "seed_resize_from_w", "seed_resize_from_w: goes with seed_resize_from_h"),
 ])
 def test_bad_variation_fields_are_named(fields, field, phrase):
     with pytest.raises(RequestError) as caught:

@@ -78,7 +78,7 @@ def _portable_settings(settings: Settings, cpus: float | None) -> dict[str, Any]
     model = Path(settings.model).expanduser()
     if model.exists():
         data["model"] = str(model.resolve())
-    for name in ("model_config_dir", "data_dir", "output_dir", "compile_cache_dir"):
+    for name in ("model_config_dir", "data_dir", "output_dir", "cache_dir", "compile_cache_dir", "lora_dir"):
         if data.get(name):
             data[name] = str(Path(data[name]).expanduser().resolve())
     if data.get("threads") is None and cpus and cpus >= 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ import torch
 
 from sdart.models.load import LoadedModel, WeightLayout, load, load_vae
 from sdart.models.lora import LoraRef, apply_loras, infotext_value
+from sdart.models.loraswitch import LoraSwitch
 from sdart.models.resolve import resolve
+from sdart.models.vaes import is_vae_file, load_vae_file
 from sdart.settings import Settings
-from sdart.speed.compile import compile_unet
+from sdart.speed.compiled import CompiledComponents, attach_compiled
 from sdart.speed.memory import apply_memory_mode, release_freed_memory, return_large_blocks_on_free
 from sdart.speed.options import SpeedOptions, apply_speed
 
@@ -32,11 +35,17 @@ class ReadyModel:
     base_scheduler_config: dict[str, Any]  # the model's own scheduler config: every sampler is built from it
     infotext_extras: dict[str, Any]  # what the model was made ready with that changes the picture (VAE, LoRA, …)
     load_s: float
+    compiled: CompiledComponents | None = None  # the UNet's and VAE decoder's compiled artifacts (sdart.speed.compiled)
     _twins: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pipeline(self):
         return self.loaded.pipeline
+
+    @cached_property
+    def lora_switch(self) -> LoraSwitch:
+        """Applies a request's LoRA tags to this model's weights for its run (the twins share the weights)."""
+        return LoraSwitch(self.pipeline)
 
     def twin(self, task: str):
         """The img2img ("img2img") or inpainting ("inpaint") twin: the same components (and so the same speed
@@ -87,9 +96,12 @@ def prepare_model(reference: str, settings: Settings, *, device: torch.device, d
         return_large_blocks_on_free()  # before loading, so that the load's large blocks don't fragment the heap
     # int8 while streaming only without LoRA: adapters fuse into full-precision weights (quantized afterwards).
     layout = WeightLayout(int8=speed.quantize == "int8" and not loras, channels_last=speed.channels_last)
-    vae = load_vae(settings.vae, dtype) if settings.vae else None
+    vae_file = settings.vae if settings.vae and is_vae_file(settings.vae) else None
+    vae = load_vae(settings.vae, dtype) if settings.vae and not vae_file else None
     loaded = load(spec, dtype, safety_checker=safety_checker, layout=layout, vae=vae)
     pipe = loaded.pipeline
+    if vae_file:  # a single-file VAE (A1111's VAE folder) takes the model's VAE config
+        pipe.vae = load_vae_file(vae_file, pipe.vae, dtype)
     if loras:
         apply_loras(pipe, loras)
     pipe.set_progress_bar_config(disable=True)
@@ -104,16 +116,13 @@ def prepare_model(reference: str, settings: Settings, *, device: torch.device, d
     apply_memory_mode(pipe, memory, device)
     if checker is not None and memory == "balanced":
         checker.to(device)  # kept off the pipeline, so pipe.to() did not move it
-    if speed.compile and speed.step_cache:
-        log.warning("step cache and compile don't combine (the cache switches the UNet's graph each step); "
-                    "compile is skipped")
-    elif speed.compile:
-        compile_unet(pipe, speed, device)  # after offload hooks, around the final module
+    # Compiled UNet and VAE decoder where artifacts exist; after the memory mode, which may move the weights.
+    compiled = attach_compiled(pipe, loaded.family, dtype, device, speed, settings, memory)
     release_freed_memory()  # conversion buffers of the load
     load_s = time.perf_counter() - started
     log.info("loaded %s (%s) on %s in %s in %.1f s", reference, loaded.family, device, dtype, load_s)
     extras = {"VAE": settings.vae and Path(settings.vae).name, "Lora": infotext_value(loras), **approximations(speed)}
-    return ReadyModel(loaded, checker, extractor, base_scheduler_config, extras, load_s)
+    return ReadyModel(loaded, checker, extractor, base_scheduler_config, extras, load_s, compiled)
 
 
 def approximations(speed: SpeedOptions) -> dict[str, Any]:

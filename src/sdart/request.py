@@ -7,7 +7,9 @@ each bad field and the value it was given.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import re
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -36,6 +38,9 @@ MAX_SIDE = 4096
 MAX_STEPS = 500
 # Fields that name a picture (a file path or a data: URL): the server stores them itself and never shows paths.
 PICTURE_FIELDS = ("init_image", "mask")
+# A1111's `emphasis` option: "Original" weights (x:1.2) and restores each chunk's mean; "No norm" weights only;
+# "Ignore" reads the brackets but applies no weights; "None" reads brackets and BREAK as literal text.
+Emphasis = Literal["Original", "No norm", "Ignore", "None"]
 
 
 class RequestError(ValueError):
@@ -51,7 +56,13 @@ class RequestError(ValueError):
         for err in exc.errors():
             name = ".".join(str(part) for part in err["loc"]) or "request"
             message = err["msg"].removeprefix("Value error, ")
-            errors.append((name, err.get("input"), message))
+            value = err.get("input")
+            # A check across fields starts its message with the field it is about ("mask: …"): name that field.
+            field = message.partition(": ")[0]
+            if name == "request" and field in GenerationRequest.model_fields:
+                name = field
+                value = value.get(field) if isinstance(value, dict) else getattr(value, field, value)
+            errors.append((name, value, message))
         return cls(errors)
 
 
@@ -101,7 +112,11 @@ class GenerationRequest(BaseModel):
     sampler_name: str = Field(DEFAULT_SAMPLER, validation_alias=AliasChoices("sampler_name", "sampler"))
     scheduler: str = Field("Automatic", validation_alias=AliasChoices("scheduler", "schedule_type"))
     clip_skip: int = Field(1, ge=1, le=12)
+    emphasis: Emphasis = "Original"  # how prompt weights apply (A1111's option of that name)
     model: str | None = None
+    # A replacement VAE for this request: a name from the VAE folder (settings.vae_dir; A1111's `sd_vae`), a VAE
+    # file, folder or hub id (the CLI), or "Automatic"/"None" for the model's own. None: the engine's configured VAE.
+    vae: str | None = None
     # img2img: start from this picture (a file path, or a base64 data: URL) instead of noise. The server stores
     # uploaded pictures itself and queues the stored file's path.
     init_image: str | None = None
@@ -137,6 +152,9 @@ class GenerationRequest(BaseModel):
     # SDXL refiner: this model takes over at refiner_switch_at of the denoising (of the hires pass with hires fix).
     refiner_checkpoint: str | None = None
     refiner_switch_at: float = Field(0.8, gt=0.0, le=1.0, allow_inf_nan=False)
+    # What a `<lora:NAME>` tag naming no file in the LoRA folder does: "error" refuses the request (CLI, Python, the
+    # native API); "warn" draws without it and says so (A1111's behaviour, which its /sdapi/v1 API keeps).
+    missing_lora: Literal["error", "warn"] = "error"
 
     @model_validator(mode="before")
     @classmethod
@@ -197,7 +215,10 @@ class GenerationRequest(BaseModel):
     @field_validator("refiner_checkpoint")
     @classmethod
     def _no_refiner(cls, value: str | None) -> str | None:
-        return None if value in ("", "None", "none") else value  # A1111's spellings of "no refiner"
+        if value is None or value in ("", "None", "none"):  # A1111's spellings of "no refiner"
+            return None
+        # A1111 names a checkpoint by its title, "name [short hash]" (infotext, API clients): the name finds it.
+        return re.sub(r"\s*\[[0-9a-fA-F]{8,12}\]$", "", value)
 
     @field_validator("seed_resize_from_w", "seed_resize_from_h")
     @classmethod
@@ -217,6 +238,18 @@ class GenerationRequest(BaseModel):
     def _mask_needs_a_picture(self) -> GenerationRequest:
         if self.mask is not None and self.init_image is None:
             raise ValueError("mask: inpainting needs the picture to paint into (init_image)")
+        return self
+
+    @model_validator(mode="after")
+    def _img2img_runs_a_step(self, info: ValidationInfo) -> GenerationRequest:
+        # img2img runs steps × denoising_strength of the steps (A1111 and diffusers alike); none is no picture.
+        # A stored request (a job's history) stays readable; running it checks again.
+        stored = (info.context or {}).get("stored")
+        strength = self.denoising_strength or 0.75  # A1111's img2img default, which resolving gives it
+        if not stored and self.init_image is not None and int(self.steps * strength) < 1:
+            raise ValueError(f"steps: {self.steps} step(s) at denoising_strength {strength:g} run no "
+                             f"denoising step (img2img runs steps × strength); use at least "
+                             f"{math.ceil(1 / strength)} steps")
         return self
 
     @model_validator(mode="after")

@@ -158,10 +158,31 @@ def make_server(tiny_model_dir, tmp_path) -> Iterator:
 @pytest.fixture(scope="session")
 def shapes_server(tiny_model_dir, tmp_path_factory) -> Iterator[ServerProcess]:
     """The bundled shapes model (64 px pictures that follow the prompt), with the tiny model as a second one to
-    switch to."""
+    switch to, a VAE folder holding one VAE (the shapes model's own) and a LoRA folder holding one LoRA made for
+    it (random low-rank weights: it changes the picture, which is all a page test needs), and an embeddings folder
+    with one embedding that fits and one that does not."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    from sdart.models.resolve import BUILTIN_DIR
+    from sdart.testing.lora import save_lora
+
     root = tmp_path_factory.mktemp("shapes")
+    (root / "vae").mkdir()
+    (root / "vae" / "shapes-vae").symlink_to(BUILTIN_DIR / "shapes" / "vae")  # its own VAE, under a VAE folder name
+    pipe = StableDiffusionPipeline.from_pretrained(str(BUILTIN_DIR / "shapes"))
+    save_lora(pipe, root / "lora" / "shapes-bold.safetensors", alpha=4, strength=4.0)
+    # An embedding holding the word "circle"'s own vectors (kohya's layout), and one too wide for this model.
+    (root / "embeddings").mkdir()
+    ids = pipe.tokenizer("circle", add_special_tokens=False).input_ids
+    vectors = pipe.text_encoder.get_input_embeddings().weight[ids].detach().clone()
+    save_file({"emb_params": vectors}, root / "embeddings" / "roundish.safetensors")
+    save_file({"emb_params": torch.zeros(2, 768)}, root / "embeddings" / "wide-one.safetensors")
     server = ServerProcess("builtin:shapes", root / "data", root / "server.log",
-                           env={"SDART_EXTRA_MODELS": json.dumps([str(tiny_model_dir)])})
+                           env={"SDART_EXTRA_MODELS": json.dumps([str(tiny_model_dir)]),
+                                "SDART_VAE_DIR": str(root / "vae"), "SDART_LORA_DIR": str(root / "lora"),
+                                "SDART_EMBEDDINGS_DIR": str(root / "embeddings")})
     server.start()
     yield server
     server.close()
@@ -243,3 +264,38 @@ def open_page(browser):
     for page in pages:
         page.context.close()
     assert errors == [], f"errors in the page: {errors}"
+
+
+STYLES_CSV = ('name,prompt,negative_prompt\n'
+              '"Cinematic","cinematic still of {prompt}, film grain","cartoon, drawing"\n'
+              'Sharp,"highly detailed",blurry\n'
+              '# a comment row,ignored,\n')
+
+
+@pytest.fixture(scope="session")
+def a1111_dirs(tmp_path_factory) -> dict[str, Path]:
+    """A VAE folder holding one tiny VAE (a single .safetensors file, other weights than the model's) and a
+    styles.csv in A1111's format."""
+    from safetensors.torch import save_file
+
+    from sdart.testing import tiny_sd15_components
+
+    root = tmp_path_factory.mktemp("a1111")
+    vae_dir = root / "VAE"
+    vae_dir.mkdir()
+    vae = tiny_sd15_components(seed=3)["vae"]
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, vae_dir / "tiny-vae.safetensors")
+    (root / "styles.csv").write_text(STYLES_CSV)
+    return {"vae_dir": vae_dir, "styles": root / "styles.csv", "root": root}
+
+
+@pytest.fixture(scope="session")
+def a1111_server(tiny_model_dir, second_model_dir, a1111_dirs) -> Iterator[ServerProcess]:
+    """A server of its own for the A1111 tests that change settings: a VAE folder, a styles file, two models."""
+    root = a1111_dirs["root"]
+    server = ServerProcess(tiny_model_dir, root / "data", root / "server.log",
+                           env={"SDART_EXTRA_MODELS": f'["{second_model_dir}"]', "SDART_VAE_DIR": str(a1111_dirs["vae_dir"]),
+                                "SDART_STYLES_FILE": str(a1111_dirs["styles"])})
+    server.start()
+    yield server
+    server.close()

@@ -21,7 +21,7 @@ def test_serve_ray_passes_scale_and_address(monkeypatch):
     (settings, scale, address), = calls
     assert address == "local" and settings.port == 8123 and settings.model == "builtin:x"
     assert (settings.step_cache, settings.token_downsampling, settings.quantize, settings.compile) == (3, 2, "int8",
-                                                                                                        True)
+                                                                                                        "always")
     assert scale.autoscaling and (scale.min_replicas, scale.max_replicas, scale.gpus_per_replica) == (1, 3, 0.0)
 
 

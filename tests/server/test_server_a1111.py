@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
 
@@ -74,8 +75,15 @@ def test_progress_and_interrupt(live_server):
     thread.join(30)
     response = results["response"]
     assert response.status_code == 200
-    # The first batch was finished before the interrupt and is returned; the second was stopped.
-    assert len(response.json()["images"]) == 1 and '"interrupted": true' in response.json()["info"]
+    # As A1111's interrupt: the first batch was finished before it; the second stops at its current step and is
+    # decoded as it is, so the answer holds both (A1111's sampler returns its last latents when interrupted).
+    body = response.json()
+    assert len(body["images"]) == 2 and '"interrupted": true' in body["info"]
+    partial = Image.open(io.BytesIO(base64.b64decode(body["images"][1])))
+    seed = json.loads(body["info"])["all_seeds"][1]
+    whole = live_server.client.post("/sdapi/v1/txt2img", json={"prompt": "interrupted", "steps": 100, "seed": seed,
+                                                               "width": 64, "height": 64}).json()["images"][0]
+    assert partial.tobytes() != Image.open(io.BytesIO(base64.b64decode(whole))).tobytes()
     assert live_server.client.get("/sdapi/v1/progress").json()["progress"] == 0.0
 
 
@@ -121,7 +129,7 @@ def test_webuiapi_img2img_redraws_the_picture_and_stores_it_once(api, live_serve
     assert "init_images" not in result.parameters and "init_image" not in result.parameters  # no server paths
     # The same picture again: the same images, and one stored input.
     again = api.img2img(images=[picture], prompt="a red field", seed=11, width=64, height=64, steps=10,
-                        denoising_strength=0.5)
+                        denoising_strength=0.5, batch_size=2)  # the same batch: CPU matmuls round by batch size
     assert list(again.images[0].getdata()) == list(result.images[0].getdata())  # same seed, same picture
     assert len(list((live_server.data_dir / "inputs").glob("*.png"))) == 1
     # The picture is what the run starts from: another picture, same everything else, gives another result.
@@ -144,7 +152,7 @@ def test_img2img_refusal_leaves_no_stored_input(live_server):
 def test_native_api_reads_no_server_paths(live_server, tmp_path):
     elsewhere = tmp_path / "server-side.png"
     Image.new("RGB", (8, 8)).save(elsewhere)  # a real picture the server could read, outside its inputs
-    response = live_server.client.post("/api/v1/jobs", json={"prompt": "x", "steps": 1, "width": 64, "height": 64,
+    response = live_server.client.post("/api/v1/jobs", json={"prompt": "x", "steps": 2, "width": 64, "height": 64,
                                                              "init_image": str(elsewhere)})
     assert response.status_code == 422, response.text
     detail = response.json()["detail"][0]

@@ -57,6 +57,7 @@ def decode_data_url(url: str) -> Image.Image:
 
 def generate(page) -> dict:
     """Click Generate and wait for Done; returns the job request the page sent."""
+    page.evaluate("document.querySelector('#progress-text').textContent = ''")  # not the last job's "Done"
     with page.expect_request(lambda r: r.url.endswith("/api/v1/jobs") and r.method == "POST") as sent:
         page.click("#generate")
     page.wait_for_function(f"() => ({DONE})() || document.querySelector('#form-errors').textContent", timeout=60_000)
@@ -89,26 +90,9 @@ def test_settings_survive_a_reload_and_advanced_starts_closed(page):
     assert "Clip skip: 2" in page.inner_text("#result-params")
 
 
-def answer_with(body):
-    return lambda route: route.fulfill(json=body)
-
-
-def test_lora_and_embedding_browsers_write_at_the_cursor(open_page, shapes_server):
-    """Against the server's own lists when it has them; else against stubbed lists in A1111's shapes."""
-    def stub_missing(page):
-        stubs = {"/sdapi/v1/loras": [{"name": "shapes-red", "alias": "redder", "path": "/loras/shapes-red.safetensors",
-                                      "metadata": {}}, {"name": "other", "alias": "other", "path": "/x", "metadata": {}}],
-                 "/sdapi/v1/embeddings": {"loaded": {"roundish": {"step": None, "sd_checkpoint": None,
-                                                                  "shape": 512, "vectors": 1}},
-                                          "skipped": {"wide-one": {"step": None, "sd_checkpoint": None,
-                                                                   "shape": 768, "vectors": 2}}}}
-        for path, body in stubs.items():
-            if shapes_server.client.get(path).status_code == 404:
-                page.route(f"**{path}", answer_with(body))
-
-    page = open_page(shapes_server.url + "/", before_load=stub_missing)
-    loras = page.evaluate("fetch('/sdapi/v1/loras').then(r => r.json())")
-    name = loras[0]["name"]
+def test_lora_and_embedding_browsers_write_at_the_cursor(page, shapes_server):
+    """The shapes server's LoRA folder (shapes-bold) and embeddings folder (roundish fits, wide-one does not)."""
+    name = "shapes-bold"
     page.fill("#prompt", "a circle on a white background")
     page.evaluate("() => { const p = document.querySelector('#prompt'); p.focus(); p.setSelectionRange(2, 2); }")
     page.click("#lora-button")
@@ -124,17 +108,18 @@ def test_lora_and_embedding_browsers_write_at_the_cursor(open_page, shapes_serve
     page.click("#embedding-button")
     expect(page.locator("#addon-title")).to_have_text("Embeddings")
     words = page.locator("#addon-list button:not([disabled]) .name").all_inner_texts()
-    assert page.locator("#addon-list button[disabled]").count() == len(
-        page.evaluate("fetch('/sdapi/v1/embeddings').then(r => r.json())")["skipped"])
+    assert words == ["roundish"]  # wide-one (768 wide) does not fit the shapes model: listed, not choosable
+    assert page.locator("#addon-list button[disabled] .name").all_inner_texts() == ["wide-one"]
     page.click("#addon-list button:not([disabled])")
-    assert page.input_value("#negative_prompt") == f"blurry {words[0]}"
+    assert page.input_value("#negative_prompt") == "blurry roundish"
 
     page.fill("#steps", "2")
     page.fill("#seed", "4")
-    if shapes_server.client.get("/sdapi/v1/loras").status_code == 404:
-        page.fill("#negative_prompt", "")  # the stubbed embedding is not on the server: only the tag goes
     generate(page)
-    assert parse_infotext(page.inner_text("#result-params")).prompt == f"a <lora:{name}:1> circle on a white background"
+    infotext = parse_infotext(page.inner_text("#result-params"))
+    assert infotext.prompt == f"a <lora:{name}:1> circle on a white background"
+    assert infotext.params["Lora hashes"].startswith(f"{name}: ")  # applied, so named with its hash
+    assert infotext.negative_prompt == "blurry roundish" and "roundish: " in infotext.params["TI hashes"]
 
 
 def test_paint_a_mask_and_only_that_region_changes(page, tmp_path):
@@ -283,6 +268,16 @@ def test_full_size_view_send_to_img2img_and_delete(page, shapes_server):
     assert page.input_value("#prompt") == RED
     assert page.evaluate("document.querySelector('#init-preview').naturalWidth") == 64
 
+    # Send it to upscaling (A1111's extras, where the server has them): Lanczos needs no model file.
+    if shapes_server.client.get("/sdapi/v1/upscalers").status_code == 200:
+        page.click('[data-send="upscale"]')
+        page.select_option("#upscaler_1", "Lanczos")
+        page.fill("#upscaling_resize", "2")
+        page.click("#upscale-run")
+        page.wait_for_function("() => document.querySelector('#upscale-result').naturalWidth === 128", timeout=30_000)
+        assert page.get_attribute("#upscale-result-link", "download") == "upscaled.png"
+        expect(page.locator("#upscale-status")).to_contain_text("128×128")
+
     # Delete the job: its images go, from the server and from the history.
     page.click("#delete-job")
     expect(page.locator("#placeholder")).to_have_text("Deleted the job and its 2 image(s).")
@@ -335,6 +330,19 @@ def test_model_picker_switches_and_is_refused_while_a_job_runs(page, shapes_serv
     page.fill("#steps", "2")
     sent = generate(page)
     assert sent["model"] == "builtin:shapes" and 'Model: "builtin:shapes"' in page.inner_text("#result-params")
+
+
+def test_vae_picker_sends_the_chosen_vae(page):
+    expect(page.locator("#vae-field")).to_be_visible()
+    assert page.locator("#vae option").all_inner_texts() == ["Automatic", "shapes-vae"]
+    page.select_option("#vae", "shapes-vae")
+    page.fill("#prompt", RED)
+    page.fill("#steps", "2")
+    page.fill("#seed", "6")
+    sent = generate(page)
+    assert sent["vae"] == "shapes-vae" and "VAE: shapes-vae" in page.inner_text("#result-params")
+    page.select_option("#vae", "Automatic")
+    assert generate(page)["vae"] == "Automatic" and "VAE:" not in page.inner_text("#result-params")
 
 
 def test_hires_fix_gives_the_hires_size(page, shapes_server):

@@ -178,8 +178,9 @@ def test_png_info_gives_job_fields_and_names_what_is_not_applied(live_server, se
     assert info["request"] == {"prompt": "a cat, (fluffy:1.2)", "negative_prompt": "dog", "steps": 12,
                                "sampler_name": "Euler a", "cfg_scale": 5.5, "seed": 9, "width": 64, "height": 48,
                                "model": second_model_dir.name}
-    # Model hash and Version describe the picture; everything else this server does not use is named.
-    assert info["not_applied"] == {"Face restoration": "CodeFormer", "ENSD": "31337", "Lora hashes": "x: 0123"}
+    # Model hash, Version and Lora hashes describe the picture (sdart.a1111_fields: the LoRAs are the prompt's
+    # tags); everything else this server does not use is named.
+    assert info["not_applied"] == {"Face restoration": "CodeFormer", "ENSD": "31337"}
     assert info["parameters"]["Prompt"] == "a cat, (fluffy:1.2)" and info["parameters"]["Model hash"] == "1234abcd"
     GenerationRequest.parse(info["request"])  # the fields are ones the server takes
 
@@ -194,3 +195,14 @@ def test_request_schema_lists_exactly_the_fields_a_job_takes(live_server):
     schema = live_server.client.get("/api/v1/request-schema").json()
     assert set(schema["properties"]) == set(GenerationRequest.model_fields)
     assert schema["properties"]["steps"]["maximum"] == 500 and schema["properties"]["steps"]["default"] == 25
+
+
+def test_embeddings_are_listed_in_a1111s_shape(shapes_server):
+    """The shapes server's embeddings folder: roundish (the word "circle"'s vector) fits, wide-one (768 wide) not."""
+    listing = shapes_server.client.get("/sdapi/v1/embeddings").json()
+    assert set(listing) == {"loaded", "skipped"}
+    assert list(listing["loaded"]) == ["roundish"] and list(listing["skipped"]) == ["wide-one"]
+    assert listing["loaded"]["roundish"]["vectors"] == 1 and listing["skipped"]["wide-one"]["vectors"] == 2
+    assert listing["skipped"]["wide-one"]["shape"] == 768
+    assert set(listing["loaded"]["roundish"]) == {"step", "sd_checkpoint", "sd_checkpoint_name", "shape", "vectors"}
+    assert shapes_server.client.post("/sdapi/v1/refresh-embeddings").status_code == 200

@@ -12,7 +12,7 @@ from sdart.server.store import JobStore
 
 def request(prompt: str, **fields) -> GenerationRequest:
     # Stored requests are read back with context "stored", so a picture path need not exist.
-    return GenerationRequest.model_validate({"prompt": prompt, "steps": 1, **fields}, context={"stored": True})
+    return GenerationRequest.model_validate({"prompt": prompt, "steps": 2, **fields}, context={"stored": True})
 
 
 def test_waiting_lists_running_first_then_queued_in_order(tmp_path):

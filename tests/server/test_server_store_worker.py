@@ -52,7 +52,7 @@ class FakeEngine:
     def resolve_request(self, req: GenerationRequest) -> GenerationRequest:
         return req.replace(seed=req.seed if req.seed >= 0 else 5, width=req.width or 8, height=req.height or 8)
 
-    def iter_batches(self, req, *, on_step=None, cancel=None):
+    def iter_batches(self, req, *, on_step=None, cancel=None, finish_batch=None):
         for iteration in range(req.n_iter):
             if req.prompt == "boom":
                 raise RuntimeError("the UNet exploded")
@@ -85,7 +85,7 @@ def test_shutdown_requeues_the_running_job(tmp_path):
     started = threading.Event()
 
     class SlowEngine(FakeEngine):
-        def iter_batches(self, req, *, on_step=None, cancel=None):
+        def iter_batches(self, req, *, on_step=None, cancel=None, finish_batch=None):
             started.set()
             cancel.wait(10)
             raise GenerationCancelled()

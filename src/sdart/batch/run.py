@@ -135,8 +135,17 @@ def local_executor(engine_factory: Callable[[], Engine], folder: Path, *, retrie
     def execute(tasks: list[Task]) -> Iterator[dict[str, Any]]:
         if not tasks:
             return
+        from sdart.speed.builder import BACKGROUND_MIN_IMAGES, common_shapes, start_background_compile
+
         engine = engine_factory()
-        for task in tasks:
-            yield generate_task(engine, task, folder, retries=retries)
+        # Enough images to pay for a compile: build the commonest shape's artifacts meanwhile, running eager.
+        compiling = (start_background_compile(engine, common_shapes([task.request for task in tasks]))
+                     if len(tasks) >= BACKGROUND_MIN_IMAGES else None)
+        try:
+            for task in tasks:
+                yield generate_task(engine, task, folder, retries=retries)
+        finally:
+            if compiling is not None:
+                compiling.stop()
 
     return execute

@@ -6,8 +6,11 @@ from __future__ import annotations
 import typer
 
 from sdart.cli.batch import batch
+from sdart.cli.cache import cache
+from sdart.cli.compile import compile
 from sdart.cli.generate import generate
 from sdart.cli.info import info, models, samplers, version
+from sdart.cli.options import CompileFlagCommand
 from sdart.cli.serve import serve
 from sdart.cli.upscale import upscale
 
@@ -18,5 +21,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command in (generate, upscale, info, samplers, models, version, serve, batch):
-    app.command()(command)
+for command in (generate, upscale, info, samplers, models, version, serve, batch, compile):
+    app.command(cls=CompileFlagCommand)(command)
+app.add_typer(cache, name="cache")

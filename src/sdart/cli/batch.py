@@ -29,6 +29,7 @@ def batch(
     sampler_name: o.Sampler = None,
     scheduler: o.Scheduler = None,
     clip_skip: o.ClipSkip = None,
+    emphasis: o.Emphasis = None,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Default model (a line's `model` wins) \\[env: SDART_MODEL]."),
     retries: int = typer.Option(1, "--retries", min=0, help="Extra tries for an image that fails."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: auto (RAY_ADDRESS or a running `ray start` cluster, else a local one), local, or an address."),
@@ -40,7 +41,9 @@ def batch(
     dtype: o.DType = None,
     memory: o.Memory = None,
     lora: o.Lora = None,
+    lora_dir: o.LoraDir = None,
     vae: o.Vae = None,
+    embeddings_dir: o.EmbeddingsDir = None,
     compile: o.Compile = None,
     step_cache: o.StepCache = None,
     token_downsampling: o.TokenDownsampling = None,
@@ -75,11 +78,13 @@ def batch(
         if seed is not None and seeds is not None:
             raise ValueError("--seed and --seeds: give one (--seeds 0-3 makes one run per seed)")
         settings = load_settings(model=model, model_config_dir=model_config_dir, device=device, dtype=dtype,
-                                 memory=memory, rng=rng, loras=lora, vae=vae, compile=compile,
+                                 memory=memory, rng=rng, loras=lora, lora_dir=lora_dir, vae=vae,
+                                 embeddings_dir=embeddings_dir, compile=compile,
                                  step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize)
         defaults = {k: v for k, v in dict(
             negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed, width=width, height=height,
-            n_iter=n_iter, sampler_name=sampler_name, scheduler=scheduler, clip_skip=clip_skip).items() if v is not None}
+            n_iter=n_iter, sampler_name=sampler_name, scheduler=scheduler, clip_skip=clip_skip,
+            emphasis=emphasis).items() if v is not None}
         try:
             seed_list = parse_seeds(seeds) if seeds is not None else None
         except ValueError as exc:

@@ -113,7 +113,7 @@ def configure_logging(debug: bool) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         sdart_log.addHandler(handler)
     sdart_log.setLevel(logging.DEBUG if debug else logging.WARNING)
-    sdart_log.propagate = False
+    sdart_log.propagate = True  # the root logger has no handler of ours: nothing twice, and pytest's caplog sees it
     for name in LIBRARY_LOGGERS:
         library = logging.getLogger(name)
         library.setLevel(logging.INFO if debug else logging.ERROR)

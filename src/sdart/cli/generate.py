@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
@@ -13,68 +12,22 @@ from rich.markup import escape
 
 from sdart.cli import options as o
 from sdart.cli.common import EXIT_INTERRUPTED, cancel_on_ctrl_c, configure_logging, err, friendly_errors, out
+from sdart.cli.pass_options import pass_fields
 
 
-def _request_fields_from_image(path: Path) -> dict[str, Any]:
-    from sdart.images.infotext import parse_infotext, read_infotext
+def _check_lora_tags(request, settings, image_params: dict[str, str] | None):
+    """The prompt's `<lora:…>` names checked before a model is loaded (exit 2 naming the folder). A prompt taken
+    from a picture (--from) finds renamed files by their `Lora hashes` and draws without the LoRAs this folder lacks,
+    naming them (as a missing model is)."""
+    from sdart.models.lorafiles import LoraFolder
+    from sdart.run.loras import lookup_request_loras, names_by_hash
 
-    if not path.is_file():
-        raise ValueError(f"--from = {str(path)!r}: no such file")
-    try:
-        text = read_infotext(path)
-    except OSError as exc:
-        raise ValueError(f"--from = {str(path)!r}: not a readable image ({exc})") from None
-    if not text:
-        raise ValueError(f"--from = {str(path)!r}: the image carries no `parameters` text")
-    parsed = parse_infotext(text)
-    fields = parsed.request_fields()
-    if "Model" in parsed.params:
-        fields["model"] = parsed.params["Model"]
-    return fields
-
-
-def _size(text: str | None, option: str) -> tuple[int, int] | None:
-    """WxH → (width, height)."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
-    if not match:
-        raise ValueError(f"{option} = {text!r}: must be WIDTHxHEIGHT, like 1024x768")
-    return int(match.group(1)), int(match.group(2))
-
-
-def _pass_fields(*, hires: bool | None, hires_scale, hires_size, hires_upscaler, hires_steps, hires_strength,
-                 hires_sampler, hires_scheduler, hires_prompt, hires_negative, hires_cfg, subseed, subseed_strength,
-                 seed_resize_from, refiner, refiner_switch_at) -> dict[str, Any]:
-    """The request fields of the hires, variation-seed and refiner options (None: not given)."""
-    hires_options = dict(hr_scale=hires_scale, hr_upscaler=hires_upscaler, hr_second_pass_steps=hires_steps,
-                         hr_sampler_name=hires_sampler, hr_scheduler=hires_scheduler, hr_prompt=hires_prompt,
-                         hr_negative_prompt=hires_negative, hr_cfg=hires_cfg)
-    if (box := _size(hires_size, "--hires-size")) is not None:
-        hires_options.update(hr_resize_x=box[0], hr_resize_y=box[1])
-    given = [name for name, value in hires_options.items() if value is not None] or hires_strength is not None
-    if hires is False and given:
-        raise ValueError("--no-hires: the --hires-* options given need hires fix on")
-    fields = {**hires_options, "enable_hr": True if given else hires, "subseed": subseed,
-              "subseed_strength": subseed_strength, "refiner_checkpoint": refiner,
-              "refiner_switch_at": refiner_switch_at}
-    if (resize := _size(seed_resize_from, "--seed-resize-from")) is not None:
-        fields.update(seed_resize_from_w=resize[0], seed_resize_from_h=resize[1])
-    return fields
-
-
-def _drop_unavailable(fields: dict[str, Any], key: str, what: str, hint: str) -> None:
-    """A model named by --from's image that isn't here is dropped, and the user told."""
-    from sdart.models.errors import ModelLoadError
-    from sdart.models.resolve import resolve
-
-    try:
-        resolve(fields[key])
-    except ModelLoadError:
-        err.print(f"[yellow]note:[/] the image was made with {what} {escape(repr(fields[key]))}, which is not "
-                  f"available here; {hint}.")
-        fields.pop(key)
-
+    folder = LoraFolder(settings.lora_dir)
+    if image_params is not None:
+        request = request.replace(prompt=names_by_hash(request.prompt, image_params.get("Lora hashes"), folder),
+                                  missing_lora="warn")
+    lookup_request_loras(request, folder)
+    return request
 
 
 def generate(
@@ -90,6 +43,7 @@ def generate(
     sampler_name: o.Sampler = None,
     scheduler: o.Scheduler = None,
     clip_skip: o.ClipSkip = None,
+    emphasis: o.Emphasis = None,
     model: o.Model = None,
     model_config_dir: o.ModelConfigDir = None,
     init_image: Optional[Path] = typer.Option(None, "--init-image", "-i", help="img2img: start from this picture instead of noise (size: its aspect ratio at the model's size, unless -W/-H)."),
@@ -120,7 +74,9 @@ def generate(
     dtype: o.DType = None,
     memory: o.Memory = None,
     lora: o.Lora = None,
+    lora_dir: o.LoraDir = None,
     vae: o.Vae = None,
+    embeddings_dir: o.EmbeddingsDir = None,
     rng: o.Rng = None,
     safety_checker: Optional[bool] = typer.Option(None, "--safety-checker/--no-safety-checker", help="Check images with the model's safety checker and report flagged ones."),
     compile: o.Compile = None,
@@ -134,25 +90,51 @@ def generate(
     configure_logging(debug)
     with friendly_errors(debug):
         from sdart.images.output import ensure_writable_dir, save_image
+        from sdart.models.errors import ModelLoadError
+        from sdart.models.resolve import resolve
         from sdart.request import GenerationRequest
         from sdart.settings import load_settings
 
         # 1. Request: the image's parameters (--from), then every option given on the command line.
-        fields = _request_fields_from_image(from_image) if from_image else {}
-        if fields.get("model") and model is None:
-            _drop_unavailable(fields, "model", "model", "using the default model (pass --model to choose)")
-        if fields.get("refiner_checkpoint") and refiner is None:
-            _drop_unavailable(fields, "refiner_checkpoint", "refiner", "running without it (pass --refiner to choose)")
+        image = None
+        fields: dict[str, Any] = {}
+        if from_image:
+            from sdart.cli.from_image import drop_model, read_from_image
+
+            image = read_from_image(from_image, vae_dir=load_settings().vae_dir, sampler_given=sampler_name is not None)
+            fields = image.fields
+            if vae is not None:
+                fields.pop("vae", None)  # --vae replaces the image's
+            if fields.get("model") and model is None:
+                try:
+                    resolve(fields["model"])
+                except ModelLoadError:
+                    err.print(f"[yellow]note:[/] the image was made with model {escape(repr(fields['model']))}, which "
+                              "is not available here; using the default model (pass --model to choose).")
+                    drop_model(image)
+            if fields.get("refiner_checkpoint") and refiner is None:
+                try:
+                    resolve(fields["refiner_checkpoint"])
+                except ModelLoadError:
+                    err.print(f"[yellow]note:[/] the image was made with refiner "
+                              f"{escape(repr(fields['refiner_checkpoint']))}, which is not available here; running "
+                              "without it (pass --refiner to choose).")
+                    drop_model(image, "refiner_checkpoint", "Refiner")
+            for note in image.notes:
+                err.print(f"[yellow]note:[/] {escape(note)}")
+            from_settings = image.settings
+        else:
+            from_settings = {}
         if hires_strength is not None and denoising_strength is not None and hires_strength != denoising_strength:
             raise ValueError("--hires-strength: sets the same denoising_strength as --strength; give one")
         given = dict(prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed,
                      width=width, height=height, n_iter=n_iter, batch_size=batch_size, sampler_name=sampler_name,
-                     scheduler=scheduler, clip_skip=clip_skip, model=model,
+                     scheduler=scheduler, clip_skip=clip_skip, emphasis=emphasis, model=model,
                      init_image=str(init_image) if init_image is not None else None,
                      denoising_strength=denoising_strength, resize_mode=resize_mode,
                      mask=str(mask) if mask is not None else None, mask_blur=mask_blur,
                      inpainting_mask_invert=invert_mask)
-        given.update(_pass_fields(
+        given.update(pass_fields(
             hires=hires, hires_scale=hires_scale, hires_size=hires_size, hires_upscaler=hires_upscaler,
             hires_steps=hires_steps, hires_strength=hires_strength, hires_sampler=hires_sampler,
             hires_scheduler=hires_scheduler, hires_prompt=hires_prompt, hires_negative=hires_negative,
@@ -166,7 +148,12 @@ def generate(
         request = GenerationRequest.parse(fields)
         settings = load_settings(model_config_dir=model_config_dir, output_dir=output_dir, device=device,
                                  dtype=dtype, memory=memory, rng=rng, safety_checker=safety_checker, compile=compile,
-                                 step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize, loras=lora, vae=vae)
+                                 step_cache=step_cache if step_cache is not None else from_settings.get("step_cache"),
+                                 token_downsampling=token_downsampling if token_downsampling is not None
+                                 else from_settings.get("token_downsampling"),
+                                 quantize=quantize or from_settings.get("quantize"), loras=lora,
+                                 lora_dir=lora_dir, vae=vae, embeddings_dir=embeddings_dir)
+        request = _check_lora_tags(request, settings, image.parsed.params if image is not None and prompt is None else None)
         # 2. Output folder: checked before minutes are spent on images.
         folder = ensure_writable_dir(settings.output_dir)
         # 3. Model.
@@ -176,8 +163,21 @@ def generate(
         with err.status(f"loading {request.model or settings.model}…"):
             engine = Engine(request.model or settings.model, settings=settings)
         request = engine.resolve_request(request.replace(model=None))
+        from sdart.cli.compile import prepare_compiled
+
+        prepare_compiled(engine, request, debug=debug)  # always: build what this size lacks; auto: use what exists
         err.print(f"[dim]{escape(engine.reference)} · {engine.model.family} · {engine.device} · "
                   f"{str(engine.dtype).removeprefix('torch.')} · loaded in {engine.load_s:.1f} s · seed {request.seed}[/]")
+        not_applied: list[str] = []
+        if image is not None:
+            from sdart.cli.from_image import not_applied as image_not_applied
+            from sdart.images.infotext import parse_infotext
+
+            written = parse_infotext(engine.infotext(request, request.seed)).params
+            not_applied = image_not_applied(image, request.model_dump(), written, engine.settings.rng)
+            not_applied += engine.prompt_loras(request).warnings  # the prompt's LoRA tags this folder lacks
+            if not_applied:
+                err.print(f"[yellow]not applied:[/] {escape(', '.join(not_applied))}", highlight=False, soft_wrap=True)
         # 4. Generate, saving each batch as soon as it is decoded.
         saved: list[dict[str, Any]] = []
         timings: list[dict[str, float]] = []
@@ -194,12 +194,12 @@ def generate(
             except GenerationCancelled:
                 pass
         cancelled = len(saved) < request.images_total
-        _report(saved, timings, engine, request, cancelled, as_json)
+        _report(saved, timings, engine, request, cancelled, as_json, not_applied if image is not None else None)
         if cancelled:
             raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _report(saved, timings, engine, request, cancelled: bool, as_json: bool) -> None:
+def _report(saved, timings, engine, request, cancelled: bool, as_json: bool, not_applied: list[str] | None) -> None:
     from sdart.run.result import summarise_timings
 
     summary = summarise_timings(timings, max(len(saved), 1), engine.load_s)
@@ -207,6 +207,7 @@ def _report(saved, timings, engine, request, cancelled: bool, as_json: bool) -> 
         print(json.dumps({
             "model": engine.reference, "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."),
             "request": request.model_dump(), "images": saved, "timings": summary, "cancelled": cancelled,
+            **({"not_applied": not_applied} if not_applied is not None else {}),
         }, indent=2))
         return
     for record in saved:

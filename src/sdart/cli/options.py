@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 # Request fields (their defaults live in sdart.request.GenerationRequest).
 NegativePrompt = Annotated[Optional[str], typer.Option("--negative", "-N", help="What to keep out of the image.")]
@@ -29,9 +30,12 @@ Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda
 DType = Annotated[Optional[str], typer.Option("--dtype", help="auto, float32, float16 or bfloat16 \\[default: auto].")]
 Memory = Annotated[Optional[str], typer.Option("--memory", help="balanced, low or minimal \\[default: balanced].")]
 Vae = Annotated[Optional[str], typer.Option("--vae", help="Replacement VAE, hub id or folder: e.g. stabilityai/sd-vae-ft-mse, or madebyollin/taesd (tiny, decodes several times faster) \\[env: SDART_VAE].")]
+EmbeddingsDir = Annotated[Optional[Path], typer.Option("--embeddings-dir", help="Folder of textual-inversion embeddings (.pt, .bin, .safetensors): a prompt word equal to a file's name uses its vectors \\[env: SDART_EMBEDDINGS_DIR].")]
+Emphasis = Annotated[Optional[str], typer.Option("--emphasis", help="How (word:1.2) weights apply: Original, No norm, Ignore or None (A1111's option) \\[default: Original].")]
 Lora = Annotated[Optional[list[str]], typer.Option("--lora", help="LoRA fused into the model: a .safetensors file, folder or hub id, optionally REF:SCALE; repeat for more. LCM-LoRA: 4 steps with --sampler LCM --cfg 1.5 \\[env: SDART_LORAS].")]
+LoraDir = Annotated[Optional[Path], typer.Option("--lora-dir", help="Folder of LoRA .safetensors files (A1111's models/Lora, subfolders too) that <lora:NAME:WEIGHT> prompt tags name \\[env: SDART_LORA_DIR].")]
 # Engine speed options (sdart.device.SpeedOptions); the last three change the picture a little.
-Compile = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the UNet (slow first start, faster steps) \\[env: SDART_COMPILE].")]
+Compile = Annotated[Optional[str], typer.Option("--compile", metavar="MODE", help="never, auto or always: the compiled UNet and VAE decoder. auto uses what `sdart compile` built (the server and batch build it in the background), always builds what is missing first (minutes, once), never runs eager; `--compile` alone means always \\[default: auto] \\[env: SDART_COMPILE].")]
 StepCache = Annotated[Optional[int], typer.Option("--step-cache", help="Reuse deep UNet features: full UNet every N steps (2-5), faster, slightly different image \\[env: SDART_STEP_CACHE].")]
 TokenDownsampling = Annotated[Optional[int], typer.Option("--token-downsampling", help="Top-level self-attention attends to N×N-pooled keys/values (2: 4× fewer; 1 = off); faster, slightly different image \\[env: SDART_TOKEN_DOWNSAMPLING].")]
 Quantize = Annotated[Optional[str], typer.Option("--quantize", help="none or int8 (int8 weights: less memory, slightly different image) \\[env: SDART_QUANTIZE].")]
@@ -56,3 +60,19 @@ SubseedStrength = Annotated[Optional[float], typer.Option("--subseed-strength", 
 SeedResizeFrom = Annotated[Optional[str], typer.Option("--seed-resize-from", metavar="WxH", help="Draw the seed's noise at this size and keep its centre (a composition kept at another size).")]
 Refiner = Annotated[Optional[str], typer.Option("--refiner", help="SDXL refiner model that takes over the last steps (hub id, folder or checkpoint).")]
 RefinerSwitchAt = Annotated[Optional[float], typer.Option("--refiner-switch-at", help="Where the refiner takes over, as a fraction of the denoising \\[default: 0.8].")]
+
+class CompileFlagCommand(TyperCommand):
+    """Lets `--compile` stand alone (meaning always) last or before another option, and keeps the old
+    `--no-compile` (never): the parser itself only knows options that always take a value. Anything else after
+    `--compile` is its value, and a wrong one is named (`--compile sometimes`)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        fixed: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--no-compile":
+                fixed += ["--compile", "never"]
+                continue
+            fixed.append(arg)
+            if arg == "--compile" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                fixed.append("always")
+        return super().parse_args(ctx, fixed)

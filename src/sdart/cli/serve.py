@@ -25,7 +25,9 @@ def serve(
     dtype: o.DType = None,
     memory: o.Memory = None,
     lora: o.Lora = None,
+    lora_dir: o.LoraDir = None,
     vae: o.Vae = None,
+    embeddings_dir: o.EmbeddingsDir = None,
     compile: o.Compile = None,
     step_cache: o.StepCache = None,
     token_downsampling: o.TokenDownsampling = None,
@@ -57,9 +59,9 @@ def serve(
         from sdart.settings import load_settings
 
         settings = load_settings(model=model, host=host, port=port, data_dir=data_dir, api_key=api_key,
-                                 device=device, dtype=dtype, memory=memory, loras=lora, vae=vae, compile=compile,
+                                 device=device, dtype=dtype, memory=memory, loras=lora, lora_dir=lora_dir, vae=vae, compile=compile,
                                  step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize,
-                                 upscaler_dir=upscaler_dir)
+                                 upscaler_dir=upscaler_dir, embeddings_dir=embeddings_dir)
         try:
             check_bind(settings.host, settings.api_key)
         except UnsafeBind as exc:

@@ -22,9 +22,6 @@ from PIL import Image, PngImagePlugin
 
 PNG_KEY = "parameters"
 
-# A1111's re_param_code: a key of word characters/spaces/dashes/slashes, then a quoted or unquoted value.
-_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 
 def quote(value: Any) -> str:
@@ -89,94 +86,134 @@ def format_infotext(
 
 @dataclass
 class Infotext:
-    """A parsed infotext: the prompts and the `Key: value` parameters, values as written (strings)."""
+    """A parsed infotext: the prompts and the `Key: value` parameters, values as written (strings; a JSON value
+    whole, as its JSON text)."""
 
     prompt: str = ""
     negative_prompt: str = ""
     params: dict[str, str] = field(default_factory=dict)
 
     def request_fields(self) -> dict[str, Any]:
-        """The GenerationRequest fields these parameters set (unknown keys are left out: see `unapplied`)."""
-        p = self.params
-        fields: dict[str, Any] = {"prompt": self.prompt, "negative_prompt": self.negative_prompt}
-        for key, (name, convert) in _REQUEST_KEYS.items():
-            if key in p:
-                try:
-                    fields[name] = convert(p[key])
-                except ValueError:
-                    fields[name] = p[key]  # left for request validation to name
-        for key, (width, height) in _SIZE_KEYS.items():
-            if size := _SIZE.match(p.get(key, "")):
-                fields[width], fields[height] = int(size.group(1)), int(size.group(2))
-        # As A1111 pastes an infotext: hires fix was on when its scale, box or upscaler is written.
-        if any(key in p for key in ("Hires upscale", "Hires resize", "Hires upscaler")):
-            fields["enable_hr"] = True
+        """The GenerationRequest fields these parameters set, but the model: finding it is the front end's (a
+        name this machine or server may not have). Keys sdart does not apply are left out: see `not_applied`."""
+        from sdart.a1111_fields import infotext_fields
+
+        fields = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, **infotext_fields(self.params)}
+        fields.pop("model", None)
         return fields
 
+    def not_applied(self, request: dict[str, Any], settings: dict[str, str] | None = None) -> list[str]:
+        """The keys a re-run as `request` (its final fields) does not apply (sdart.a1111_fields)."""
+        from sdart.a1111_fields import infotext_not_applied
+
+        return infotext_not_applied(self.params, request, settings)
+
     def unapplied(self) -> dict[str, str]:
-        """The parameters `request_fields` does not turn into a field, but for those that only describe the
-        picture (DESCRIPTIVE_KEYS)."""
-        used = {*_REQUEST_KEYS, *_SIZE_KEYS, *DESCRIPTIVE_KEYS}
-        return {key: value for key, value in self.params.items() if key not in used}
+        """Key: value of the parameters the request fields alone do not apply; `Model` among them, for the front
+        end to find."""
+        keys = self.not_applied(self.request_fields())
+        if "Model" in self.params:
+            keys.append("Model")
+        return {key: self.params[key] for key in dict.fromkeys(keys)}
 
-
-def _checkpoint_name(title: str) -> str:
-    """A1111 writes a checkpoint as its short title, "name [hash]"; the name is what finds it."""
-    return re.sub(r"\s*\[[0-9a-fA-F]{8,12}\]$", "", title)
-
-
-# Infotext key → (GenerationRequest field, conversion).
-_REQUEST_KEYS: dict[str, tuple[str, Any]] = {
-    "Steps": ("steps", int),
-    "Sampler": ("sampler_name", str),
-    "Schedule type": ("scheduler", str),
-    "CFG scale": ("cfg_scale", float),
-    "Seed": ("seed", int),
-    "Clip skip": ("clip_skip", int),
-    "Denoising strength": ("denoising_strength", float),
-    "Variation seed": ("subseed", int),
-    "Variation seed strength": ("subseed_strength", float),
-    "Hires upscale": ("hr_scale", float),
-    "Hires steps": ("hr_second_pass_steps", int),
-    "Hires upscaler": ("hr_upscaler", str),
-    "Hires sampler": ("hr_sampler_name", str),
-    "Hires schedule type": ("hr_scheduler", str),
-    "Hires prompt": ("hr_prompt", str),
-    "Hires negative prompt": ("hr_negative_prompt", str),
-    "Hires CFG Scale": ("hr_cfg", float),
-    "Refiner": ("refiner_checkpoint", _checkpoint_name),
-    "Refiner switch at": ("refiner_switch_at", float),
-}
-# Infotext keys written WxH → the two fields they set.
-_SIZE_KEYS: dict[str, tuple[str, str]] = {
-    "Size": ("width", "height"),
-    "Hires resize": ("hr_resize_x", "hr_resize_y"),
-    "Seed resize from": ("seed_resize_from_w", "seed_resize_from_h"),
-}
-# Keys that say how a picture was made without being a setting to repeat: the model's hash (the name is in
-# "Model"), the program's version, and a batch image's place in its batch (its own Seed already repeats it).
-DESCRIPTIVE_KEYS = frozenset({"Model hash", "Version", "Batch size", "Batch pos"})
+    def json_value(self, key: str) -> Any:
+        """A parameter holding JSON (`Hashes`, `Civitai resources`, …) decoded; None when absent or not JSON."""
+        try:
+            return json.loads(self.params[key])
+        except (KeyError, ValueError):
+            return None
 
 
 def parse_infotext(text: str) -> Infotext:
-    """Parse an A1111 infotext the way A1111 does."""
-    lines = text.strip().split("\n")
-    last = lines[-1] if lines else ""
-    if len(_PARAM.findall(last)) < 3:
-        last = ""
-    else:
-        lines = lines[:-1]
+    """Parse an infotext the way A1111 does (`parse_generation_parameters`), and as forgivingly as the readers people
+    use: NUL bytes dropped, CRLF or CR line ends, values quoted as JSON strings or written as bare JSON objects and
+    lists (`Hashes: {"vae": "…", "embed:x": "…"}`) kept whole, keys in any order, numbers of any size kept as
+    written, and the parameters found where A1111 and the others put them (`_parameter_block`)."""
+    lines = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n").strip().split("\n")
+    start = _parameter_block(lines)
+    params: dict[str, str] = {}
+    for line in lines[start:]:
+        params.update(parse_parameters(line))
+    lines = lines[:start]
     prompt_lines: list[str] = []
     negative_lines: list[str] = []
     for line in lines:
-        if not negative_lines and line.startswith("Negative prompt:"):
-            negative_lines.append(line[len("Negative prompt:") :].strip())
+        if not negative_lines and line.lstrip().startswith("Negative prompt:"):
+            negative_lines.append(line.lstrip()[len("Negative prompt:"):].strip())
         elif negative_lines:
             negative_lines.append(line)
         else:
             prompt_lines.append(line)
-    params = {key.strip(): unquote(value.strip()) for key, value in _PARAM.findall(last)}
     return Infotext(prompt="\n".join(prompt_lines), negative_prompt="\n".join(negative_lines), params=params)
+
+
+def _parameter_block(lines: list[str]) -> int:
+    """Where the parameter lines start (len(lines) when there are none).
+
+    A1111 writes them as one line beginning `Steps: `; SD.Next wraps them over several, and some writers leave out
+    keys, so: the last line beginning `Steps:` when it and every line after it hold nothing but `Key: value` pairs;
+    else A1111's own rule, the last line when it holds at least three pairs.
+    """
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].lstrip().startswith("Steps:"):
+            if all(parse_parameters(line, whole=True) for line in lines[index:]):
+                return index
+            break
+    if lines and len(parse_parameters(lines[-1])) >= 3:
+        return len(lines) - 1
+    return len(lines)
+
+
+# A key as A1111 writes one (word characters, spaces, dashes, slashes; Forge and SD.Next add dots), then its colon.
+_KEY = re.compile(r"\s*(\w[\w \-/.']*?)\s*:\s*")
+_JSON = json.JSONDecoder()
+
+
+def parse_parameters(line: str, *, whole: bool = False) -> dict[str, str]:
+    """The `Key: value, Key: value` pairs of one parameter line; with `whole`, {} unless the line is nothing but
+    pairs. A quoted value is unquoted; a bare JSON object or list is kept whole as its text; anything else runs to
+    the next comma (A1111's `re_param`). A segment without a colon is a flag (A1111 writes `Key` when the value
+    equals the key) and is kept as key: key."""
+    pairs: dict[str, str] = {}
+    position, end = 0, len(line)
+    while position < end:
+        match = _KEY.match(line, position)
+        if match is None:
+            comma = line.find(",", position)
+            segment = line[position: comma if comma >= 0 else end].strip()
+            if whole and segment:
+                return {}
+            if segment and re.fullmatch(r"\w[\w \-/.']*", segment):
+                pairs[segment] = segment
+            position = end if comma < 0 else comma + 1
+            continue
+        value, position = _value(line, match.end())
+        pairs[match.group(1)] = value
+    return pairs
+
+
+def _value(line: str, start: int) -> tuple[str, int]:
+    """One value starting at `start` and the position after its separating comma."""
+    first = line[start:start + 1]
+    if first in ('"', "{", "["):
+        try:
+            decoded, stop = _JSON.raw_decode(line, start)
+        except ValueError:
+            decoded, stop = None, -1
+        rest = line[stop:].lstrip() if stop >= 0 else ""
+        if stop >= 0 and (not rest or rest.startswith(",")):
+            text = decoded if first == '"' and isinstance(decoded, str) else line[start:stop]
+            return text, line.find(",", stop) + 1 or len(line)
+        if first == '"' and line[start + 1:start + 2] in ("{", "["):  # JSON quoted without escaping (FreeU Stages)
+            try:
+                _, inner = _JSON.raw_decode(line, start + 1)
+            except ValueError:
+                inner = -1
+            if inner >= 0 and line[inner:inner + 1] == '"' and line[inner + 1:].lstrip()[:1] in ("", ","):
+                return line[start + 1:inner], line.find(",", inner) + 1 or len(line)
+    comma = line.find(",", start)
+    stop = comma if comma >= 0 else len(line)
+    return line[start:stop].strip(), stop + 1 if comma >= 0 else len(line)
 
 
 def png_info(infotext: str | None, more_text: dict[str, str] | None = None) -> PngImagePlugin.PngInfo:
@@ -189,25 +226,49 @@ def png_info(infotext: str | None, more_text: dict[str, str] | None = None) -> P
 
 
 def read_infotext(source: str | Path | Image.Image) -> str | None:
-    """The `parameters` text of a PNG (path or opened image), or None when it has none."""
+    """The generation parameters of an image (path or opened image), or None when it has none: a PNG's `parameters`
+    text chunk, else the EXIF UserComment that A1111, Forge and Civitai write into JPEG and WebP files."""
     if isinstance(source, Image.Image):
-        return source.info.get(PNG_KEY)
+        return source.info.get(PNG_KEY) or _exif_comment(source)
     with Image.open(source) as image:
-        return image.info.get(PNG_KEY)
+        return image.info.get(PNG_KEY) or _exif_comment(image)
+
+
+_EXIF_IFD, _USER_COMMENT = 0x8769, 0x9286
+
+
+def _exif_comment(image: Image.Image) -> str | None:
+    """EXIF UserComment: an 8-byte character code (`UNICODE\\0` + UTF-16, big-endian as piexif writes it, or
+    `ASCII\\0\\0\\0`) before the text."""
+    try:
+        raw = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    except Exception:  # noqa: BLE001 - broken EXIF is no parameters, not an error
+        return None
+    if isinstance(raw, str):
+        return raw or None
+    if not isinstance(raw, bytes) or len(raw) <= 8:
+        return None
+    code, body = raw[:8], raw[8:]
+    if code.startswith(b"UNICODE"):
+        # piexif writes big-endian; a little-endian writer shows as text with its NULs in the odd places
+        endian = "utf-16-le" if body[1:2] == b"\x00" and body[:1] != b"\x00" else "utf-16-be"
+        text = body.decode(endian, errors="replace")
+    else:
+        text = body.decode("utf-8", errors="replace")
+    return text.strip("\x00") or None
 
 
 def add_parameters(text: str, params: dict[str, Any]) -> str:
     """`text` (an infotext with a parameters line) with `params` set on that line: keys already there get the new
     value in place, new keys go at the end, values quoted as A1111 quotes them. ValueError without such a line."""
     head, _, last = text.rstrip("\n").rpartition("\n")
-    pairs = _PARAM.findall(last)
+    pairs = parse_parameters(last)
     if len(pairs) < 3:
         raise ValueError("the infotext has no parameters line to add to")
     new = {key: quote(value) for key, value in params.items() if value is not None}
-    present = {key.strip() for key, _ in pairs}
-    if present.isdisjoint(new):  # the common case: the line is kept byte for byte
+    if set(pairs).isdisjoint(new):  # the common case: the line is kept byte for byte
         line = ", ".join([last.rstrip().rstrip(","), *(f"{key}: {value}" for key, value in new.items())])
     else:
-        kept = [f"{key.strip()}: {new.pop(key.strip(), value.strip())}" for key, value in pairs]
+        kept = [f"{key}: {new.pop(key, quote(value))}" for key, value in pairs.items()]
         line = ", ".join([*kept, *(f"{key}: {value}" for key, value in new.items())])
     return f"{head}\n{line}" if head or text.startswith("\n") else line

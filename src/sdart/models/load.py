@@ -69,13 +69,14 @@ def _hash_cache_path() -> Path:
     return base / "sdart" / "hashes.json"
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, cached by (path, size, mtime); hub blobs are named by their SHA-256 already."""
+def file_sha256(path: Path, *, skip: int = 0) -> str:
+    """SHA-256 of a file from byte `skip` on, cached by (path, size, mtime); hub blobs are named by their SHA-256
+    already."""
     resolved = path.resolve()
-    if re.fullmatch(r"[0-9a-f]{64}", resolved.name):
+    if not skip and re.fullmatch(r"[0-9a-f]{64}", resolved.name):
         return resolved.name
     stat = resolved.stat()
-    key = f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}"
+    key = f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}" + (f":from {skip}" if skip else "")
     cache_file = _hash_cache_path()
     try:
         cache = json.loads(cache_file.read_text())
@@ -85,6 +86,7 @@ def file_sha256(path: Path) -> str:
         return cache[key]
     digest = hashlib.sha256()
     with open(resolved, "rb") as f:
+        f.seek(skip)
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     cache[key] = digest.hexdigest()

@@ -10,12 +10,17 @@ from collections.abc import Callable, Iterator
 import torch
 from PIL import Image
 
+from sdart.conditioning import Conditioning, Embeddings
+from sdart.conditioning.extra_networks import extract_extra_networks
 from sdart.images.initimage import fit, open_init_image, open_mask
 from sdart.loading import ReadyModel
+from sdart.models.loratags import PromptLoras
 from sdart.request import GenerationRequest
-from sdart.run.hires import hires_pass, hires_sampler, hires_steps
+from sdart.run.conditioning import calls_per_step, request_conditioning
+from sdart.run.hires import hires_pass, hires_prompts, hires_sampler, hires_steps
 from sdart.run.infotext import infotext_for
-from sdart.run.passes import PassCall, call_pipeline, first_pass, scheduler_for
+from sdart.run.loras import infotext_extras
+from sdart.run.passes import PassCall, call_pipeline, decode_latents, first_pass, scheduler_for
 from sdart.run.postprocess import check_safety, composite_through_mask
 from sdart.run.progress import BatchSteps, GenerationCancelled, StepCallback, StepProgress
 from sdart.run.refiner import Switch, refiner_pass, switch_point
@@ -30,9 +35,17 @@ class Run:
 
     def __init__(self, ready: ReadyModel, request: GenerationRequest, *, device: torch.device, memory: str,
                  rng: str, safety_checker: bool, on_step: StepCallback | None, is_cancelled: Callable[[], bool],
-                 refiner: ReadyModel | None = None, upscaling: Upscaling | None = None):
+                 finish_batch: Callable[[], bool] = lambda: False, loras: PromptLoras | None = None,
+                 embeddings: Embeddings | None = None, refiner: ReadyModel | None = None,
+                 refiner_embeddings: Embeddings | None = None, upscaling: Upscaling | None = None):
         self.ready = ready
         self.request = request
+        # The prompt's `<lora:…>` tags are applied to the weights (Engine), not read by the text encoder; the
+        # infotext keeps the prompt as typed and names them in `Lora hashes`.
+        self.prompt = extract_extra_networks(request.prompt)[0]
+        self.run_extras = infotext_extras(loras) if loras is not None else {}
+        self.embeddings = embeddings
+        self.refiner_embeddings = refiner_embeddings
         self.device = device
         self.memory = memory
         # Noise drawn on the CPU by default, so that a seed gives the same image on CPU and GPU.
@@ -40,6 +53,7 @@ class Run:
         self.safety_checker = safety_checker
         self.on_step = on_step
         self.is_cancelled = is_cancelled
+        self.finish_batch = finish_batch  # A1111's interrupt/skip: end the batch here, decode what it has
         self.started = time.perf_counter()
         # The first pass: txt2img draws the size from noise; img2img starts from the fitted picture; inpainting
         # redraws it only under the mask.
@@ -92,8 +106,33 @@ class Run:
 
     # --- the batches -------------------------------------------------------------------------------------
 
+    def _encode(self) -> None:
+        """Each pass's prompts as the UNet sees them, encoded once per run (each distinct text of the editing
+        schedules once): the first pass's; the hires pass's (the first's when it has the same prompts and, with
+        prompt editing, the same schedule); the refiner's through the refiner's own encoder."""
+        request = self.request
+        first = (self.prompt, request.negative_prompt, request.steps, request.sampler_name)
+        self.conditioning = request_conditioning(self.pipe, request, self.embeddings, prompt=first[0])
+        self.hires_conditioning = self.refiner_conditioning = None
+        if request.enable_hr:
+            hires = (*hires_prompts(request, self.prompt), request.hr_second_pass_steps or request.steps,
+                     hires_sampler(request)[0])
+            same_schedule = self.conditioning.is_static or calls_per_step(hires[3]) * hires[2] == calls_per_step(
+                first[3]) * first[2]
+            self.hires_conditioning = self.conditioning if hires[:2] == first[:2] and same_schedule else (
+                self._conditioning(self.hires_pipe, self.embeddings, *hires))
+        if self.switch is not None:
+            self.refiner_conditioning = self._conditioning(self.refiner.pipeline, self.refiner_embeddings,
+                                                           *(hires if request.enable_hr else first))
+
+    def _conditioning(self, pipe, embeddings: Embeddings | None, prompt: str, negative: str, steps: int,
+                      sampler: str) -> Conditioning:
+        return request_conditioning(pipe, self.request, embeddings, prompt=prompt, negative_prompt=negative,
+                                    steps=steps, sampler_name=sampler)
+
     def batches(self) -> Iterator[Batch]:
         request = self.request
+        self._encode()
         for iteration in range(request.n_iter):
             if self.is_cancelled():
                 raise GenerationCancelled()
@@ -113,27 +152,32 @@ class Run:
         step_end = self._step_end(iteration, steps, marks, call_started)
 
         def run(call: PassCall, output_type: str):
-            output = call_pipeline(call, clip_skip=request.clip_skip, on_step_end=step_end, output_type=output_type)
+            output = call_pipeline(call, on_step_end=step_end, output_type=output_type)
             steps.next_pass()
             return output
 
         # 2. The first pass, left in latent space when a latent upscale or the refiner comes next.
         until = self.switch.at if self.switch is not None and not request.enable_hr else None
         last = first_pass(self.pipe, request, init=self.init, mask=self.mask, seeds=seeds, subseeds=subseeds,
-                          generators=generators, ready=self.ready, until=until)
+                          generators=generators, ready=self.ready, until=until, prompt=self.prompt,
+                          conditioning=self.conditioning)
         output = run(last, "latent" if hires_in_latents or until is not None else "pil")
-        # 3. Hires fix: the first pass upscaled and redrawn at the hires size.
-        if request.enable_hr:
+        # 3. Hires fix: the first pass upscaled and redrawn at the hires size (A1111 skips it, and the refiner,
+        # when the batch was ended early: the first pass is then decoded as it is).
+        if request.enable_hr and not self.finish_batch():
             until = self.switch.at if self.switch is not None else None
             last = hires_pass(self.hires_pipe, request, output, seeds=seeds, subseeds=subseeds,
                               ready=self.ready, rng_device=self.rng_device, upscaling=self.upscaling,
+                              prompt=hires_prompts(request, self.prompt)[0], conditioning=self.hires_conditioning,
                               until=until)
             output = run(last, "latent" if until is not None else "pil")
         # 4. The refiner takes over the last pass's remaining steps.
-        if self.switch is not None:
-            sampler, schedule, _, _ = self._last_pass()
-            output = run(refiner_pass(self.refiner.twin("img2img"), last, output, self.switch, sampler_name=sampler,
-                                      schedule=schedule, ready=self.refiner), "pil")
+        if self.switch is not None and not self.finish_batch():
+            _, schedule, _, _ = self._last_pass()
+            output = run(refiner_pass(self.refiner.twin("img2img"), last, output, self.switch, schedule=schedule,
+                                      ready=self.refiner, conditioning=self.refiner_conditioning), "pil")
+        if isinstance(output, torch.Tensor):  # a batch ended before the pass that would have decoded it
+            output = decode_latents(last.pipe, output)
         finished = time.perf_counter()
         return self._finish(iteration, seeds, subseeds, output, marks, call_started, finished)
 
@@ -151,6 +195,9 @@ class Run:
                 self.on_step(StepProgress(step, total, iteration, request.n_iter, marks[-1] - self.started,
                                           len(marks) / batch_elapsed if batch_elapsed else 0.0,
                                           latents=callback_kwargs.get("latents")))
+            if self.finish_batch():
+                pipeline._interrupt = True  # diffusers skips the remaining steps and decodes these latents
+                return callback_kwargs
             if self.is_cancelled():
                 raise GenerationCancelled()
             if trim_every_step or (trim_before_decode and step_index + 1 == pass_total):
@@ -169,6 +216,7 @@ class Run:
                 if self.safety_checker else None)
         refiner = self.refiner.loaded if self.switch is not None else None
         infotexts = [infotext_for(self.request, seed, model=self.ready.loaded, model_extras=self.ready.infotext_extras,
+                                  prompt_extras=self.conditioning.infotext_params(), run_extras=self.run_extras,
                                   batch_pos=position, batch_size=len(seeds), subseed=subseed, refiner=refiner)
                      for position, (seed, subseed) in enumerate(zip(seeds, subseeds))]
         return Batch(iteration, images, seeds, infotexts, nsfw, batch_timings(marks, call_started, finished))

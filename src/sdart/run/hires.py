@@ -36,10 +36,19 @@ def hires_steps(steps: int, strength: float, train_steps: int) -> tuple[int, flo
     return length, (1.0 if steps == length else (steps + 0.5) / length)
 
 
+def hires_prompts(request, prompt: str) -> tuple[str, str]:
+    """The hires pass's (prompt, negative prompt): the hr_ ones, else the first pass's (`prompt`: the request's
+    without its <lora:…> tags)."""
+    from sdart.conditioning.extra_networks import extract_extra_networks
+
+    hires_prompt = extract_extra_networks(request.hr_prompt)[0] if request.hr_prompt else prompt
+    return hires_prompt, request.hr_negative_prompt or request.negative_prompt
+
+
 def hires_pass(pipe, request, first_output, *, seeds: list[int], subseeds: list[int], ready, rng_device,
-               upscaling: Upscaling, until: float | None = None) -> PassCall:
+               upscaling: Upscaling, prompt: str, conditioning, until: float | None = None) -> PassCall:
     """The hires pass of one batch from the first pass's output: latents (B, C, h, w) for the latent upscalers,
-    pictures otherwise."""
+    pictures otherwise. `prompt`, `conditioning`: the hires prompt (hires_prompts) and its encoding."""
     size = request.hires_size(pipe.vae_scale_factor)
     steps, strength = hires_steps(request.hr_second_pass_steps or request.steps, request.denoising_strength,
                                   ready.base_scheduler_config.get("num_train_timesteps", 1000))
@@ -52,7 +61,7 @@ def hires_pass(pipe, request, first_output, *, seeds: list[int], subseeds: list[
     noise = batch_noise(latent_shape(pipe, size.width, size.height), seeds, subseeds, Variation.of(request),
                         generators, noise_dtype(pipe))
     sampler, schedule = hires_sampler(request)
-    return PassCall("hires", pipe, scheduler_for(sampler, schedule, ready), steps,
-                    request.hr_prompt or request.prompt, request.hr_negative_prompt or request.negative_prompt,
+    return PassCall("hires", pipe, scheduler_for(sampler, schedule, ready), steps, sampler, prompt,
+                    hires_prompts(request, prompt)[1], conditioning,
                     request.cfg_scale if request.hr_cfg is None else request.hr_cfg, generators,
                     start=dict(image=image, strength=strength), noise=noise, until=until)

@@ -70,8 +70,12 @@ def request_extras(request: GenerationRequest, subseed: int = -1, refiner: Loade
 
 
 def infotext_for(request: GenerationRequest, seed: int, *, model: LoadedModel, model_extras: dict[str, Any],
+                 prompt_extras: dict[str, Any] | None = None, run_extras: dict[str, Any] | None = None,
                  batch_pos: int = 0, batch_size: int = 1, subseed: int = -1,
                  refiner: LoadedModel | None = None) -> str:
+    """`prompt_extras`: what the conditioning applied (`TI hashes`, `Emphasis`: Conditioning.infotext_params);
+    `run_extras`: what the run applied beyond the model (the prompt's LoRAs: `Lora hashes`); `subseed`, `refiner`:
+    the variation seed and the refiner model as they ran."""
     return format_infotext(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
@@ -86,8 +90,8 @@ def infotext_for(request: GenerationRequest, seed: int, *, model: LoadedModel, m
         model_name=model.spec.name,
         model_hash=model.hash,
         clip_skip=request.clip_skip,
-        extra={"VAE": model_extras.get("VAE"), "Lora": model_extras.get("Lora"),
-               **request_extras(request, subseed, refiner),
+        extra={"VAE": model_extras.get("VAE"), "Lora": model_extras.get("Lora"), **(run_extras or {}),
+               **request_extras(request, subseed, refiner), **(prompt_extras or {}),
                **{k: v for k, v in model_extras.items() if k not in ("VAE", "Lora")}},
         batch_size=batch_size,
         batch_pos=batch_pos,

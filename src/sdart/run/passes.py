@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from sdart.conditioning import Conditioning
+from sdart.run.conditioning import StepConditioning
 from sdart.run.noise import Variation, batch_noise, use_noise
 from sdart.sampling.build import make_scheduler
 from sdart.sampling.samplers import effective_schedule, find_sampler
@@ -17,50 +19,63 @@ from sdart.speed.stepcache import reset_step_cache
 
 @dataclass
 class PassCall:
-    """One pipeline call: the pipeline and its scheduler, the prompt, where it starts (`start`: size and noise
-    for txt2img, the picture or latents and strength for img2img) and where it stops (`until`: the fraction of
-    the schedule after which the refiner takes over)."""
+    """One pipeline call: the pipeline and its scheduler, the prompts (their text, and as the UNet sees them), where
+    it starts (`start`: size and noise for txt2img, the picture or latents and strength for img2img) and where it
+    stops (`until`: the fraction of the schedule after which the refiner takes over)."""
 
     name: str  # "first", "hires" or "refiner"
     pipe: Any
     scheduler: Any
     steps: int  # num_inference_steps: the length of the schedule the pass runs (part of)
-    prompt: str
+    sampler_name: str
+    prompt: str  # the texts, without <lora:…> tags: what the refiner encodes again with its own encoder
     negative_prompt: str
+    conditioning: Conditioning
     cfg_scale: float
     generators: list[torch.Generator]
     start: dict[str, Any] = field(default_factory=dict)
     noise: torch.Tensor | None = None  # img2img: noise the picture with this instead of the pipeline's own draw
     until: float | None = None
+    calls_before: int = 0  # model calls of the same schedule made by the pass this one continues (the refiner)
 
 
-def prompt_arguments(pipe, prompt: str, negative_prompt: str, count: int, clip_skip: int) -> dict[str, Any]:
-    """What the pipeline is told about the prompt (the conditioning's way in)."""
-    return dict(
-        prompt=[prompt] * count,
-        negative_prompt=[negative_prompt] * count if negative_prompt else None,
-        clip_skip=clip_skip - 1 or None,  # A1111 counts the last layer as 1; diffusers as 0
-    )
-
-
-def call_pipeline(call: PassCall, *, clip_skip: int, on_step_end, output_type: str):
-    """Run one pass; its images (PIL) or, with output_type "latent", its latents (B, C, h, w)."""
+def call_pipeline(call: PassCall, *, on_step_end, output_type: str):
+    """Run one pass; its images (PIL) or, with output_type "latent", its latents (B, C, h, w). After each model call
+    `on_step_end` runs, then prompt editing switches the embeddings where the schedule says."""
     if call.noise is not None:
         use_noise(call.scheduler, call.noise)
     call.pipe.scheduler = call.scheduler
     reset_step_cache(call.pipe.unet)  # a step cache starts empty: nothing carries over from another pass
+    prompts = StepConditioning(call.conditioning, call.sampler_name, len(call.generators), call.calls_before)
+
+    def step_end(pipeline, step_index, timestep, callback_kwargs):
+        callback_kwargs = on_step_end(pipeline, step_index, timestep, callback_kwargs)
+        callback_kwargs.update(prompts.next_step(pipeline, step_index, callback_kwargs))
+        return callback_kwargs
+
     ends = {"denoising_end": call.until} if call.until is not None else {}
     output = call.pipe(
-        **prompt_arguments(call.pipe, call.prompt, call.negative_prompt, len(call.generators), clip_skip),
+        **prompts.pipeline_kwargs(call.pipe),  # prompt_embeds, negative_prompt_embeds (+ SDXL's pooled ones)
         num_inference_steps=call.steps,
         guidance_scale=call.cfg_scale,
         **call.start,
         **ends,
         generator=call.generators,
-        callback_on_step_end=on_step_end,
+        callback_on_step_end=step_end,
+        callback_on_step_end_tensor_inputs=["latents", *prompts.tensor_inputs(call.pipe)],
         output_type=output_type,
     )
     return output.images if output_type == "latent" else list(output.images)
+
+
+@torch.no_grad()
+def decode_latents(pipe, latents: torch.Tensor) -> list:
+    """A pass's latents (B, C, h, w) as pictures, as the pipeline decodes them (a batch ended early, before the
+    pass that would have decoded it)."""
+    vae = pipe.vae
+    scaled = latents.to(vae.dtype) / vae.config.scaling_factor
+    images = vae.decode(scaled, return_dict=False)[0]
+    return pipe.image_processor.postprocess(images.detach(), output_type="pil")
 
 
 def scheduler_for(sampler_name: str, schedule: str, ready) -> Any:
@@ -92,12 +107,14 @@ def noise_dtype(pipe) -> torch.dtype:
 
 
 def first_pass(pipe, request, *, init, mask, seeds: list[int], subseeds: list[int],
-               generators: list[torch.Generator], ready, until: float | None) -> PassCall:
+               generators: list[torch.Generator], ready, until: float | None, prompt: str,
+               conditioning: Conditioning) -> PassCall:
     """txt2img from the seeds' noise; img2img from the fitted picture, skipping the first (1 − strength) of the
     steps as A1111 does; inpainting the same, only under the mask."""
     variation = Variation.of(request)
-    call = PassCall("first", pipe, scheduler_for(request.sampler_name, request.scheduler, ready),
-                    request.steps, request.prompt, request.negative_prompt, request.cfg_scale, generators, until=until)
+    call = PassCall("first", pipe, scheduler_for(request.sampler_name, request.scheduler, ready), request.steps,
+                    request.sampler_name, prompt, request.negative_prompt, conditioning, request.cfg_scale,
+                    generators, until=until)
     shape = latent_shape(pipe, request.width, request.height)
     if init is None:
         noise = batch_noise(shape, seeds, subseeds, variation, generators, noise_dtype(pipe))

@@ -51,10 +51,12 @@ def switch_point(scheduler, steps: int, strength: float | None, switch_at: float
     return Switch(at, base, len(timesteps) - base) if base < len(timesteps) else None
 
 
-def refiner_pass(pipe, continued: PassCall, latents, switch: Switch, *, sampler_name: str, schedule: str,
-                 ready) -> PassCall:
-    """The refiner's part of `continued` (same schedule, prompt, guidance and generators), from the base's
-    latents (B, C, h, w) at the switch."""
-    return PassCall("refiner", pipe, scheduler_for(sampler_name, schedule, ready), continued.steps,
-                    continued.prompt, continued.negative_prompt, continued.cfg_scale, continued.generators,
-                    start=dict(image=latents, denoising_start=switch.at))
+def refiner_pass(pipe, continued: PassCall, latents, switch: Switch, *, schedule: str, ready,
+                 conditioning) -> PassCall:
+    """The refiner's part of `continued` (same schedule, prompts, guidance and generators; `conditioning`: its
+    prompts through the refiner's own encoder), from the base's latents (B, C, h, w) at the switch."""
+    order = int(getattr(continued.scheduler, "order", 1))
+    return PassCall("refiner", pipe, scheduler_for(continued.sampler_name, schedule, ready), continued.steps,
+                    continued.sampler_name, continued.prompt, continued.negative_prompt, conditioning,
+                    continued.cfg_scale, continued.generators, start=dict(image=latents, denoising_start=switch.at),
+                    calls_before=switch.base_steps * order)

@@ -33,6 +33,8 @@ class GenerationResult:
     nsfw: list[bool] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     cancelled: bool = False
+    # What the request asked for and the run did not apply (a LoRA tag naming no file with missing_lora="warn", …)
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, batch: Batch) -> None:
         self.images += batch.images

@@ -13,7 +13,8 @@ from pathlib import Path
 from sdart.engine import Engine
 from sdart.images.initimage import is_data_url, open_init_image
 from sdart.images.output import save_image_as
-from sdart.request import PICTURE_FIELDS, GenerationRequest
+from sdart.models.vaes import OWN_VAE, find_vaes
+from sdart.request import PICTURE_FIELDS, GenerationRequest, RequestError
 from sdart.server.catalog import ModelCatalog
 from sdart.server.errors import FieldErrors
 from sdart.server.events import EventHub
@@ -62,6 +63,16 @@ def check_limits(request: GenerationRequest, settings: Settings) -> None:
         raise FieldErrors(errors)
 
 
+def lora_warnings(server: Server, request: GenerationRequest) -> list[str]:
+    """The request's `<lora:…>` tags against the server's LoRA folder: FieldErrors (422 naming `prompt` and the
+    folder) for a name that is no file when `missing_lora` is "error"; otherwise what will not be applied, one
+    sentence each (what A1111 puts in its response's `comments`: "Failed to find networks: NAME")."""
+    try:
+        return server.engine.prompt_loras(request).warnings
+    except RequestError as exc:
+        raise FieldErrors.from_request_error(exc) from None
+
+
 def submit(server: Server, request: GenerationRequest, source: str) -> Job:
     """Check, queue and wake the worker; FieldErrors (422, or 429 when the queue is full) otherwise.
 
@@ -75,6 +86,12 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
             raise FieldErrors.one(("body", "model"), request.model,
                                   f"unknown model; this server has: {', '.join(server.catalog.names())}")
         request = request.replace(model=entry.reference)
+    if request.vae is not None and request.vae not in OWN_VAE and request.vae not in find_vaes(server.settings.vae_dir):
+        names = ", ".join([*OWN_VAE[:2], *find_vaes(server.settings.vae_dir)])
+        raise FieldErrors.one(("body", "vae"), request.vae, f"unknown VAE; this server has: {names} (vae_dir)")
+    if source == "a1111":  # A1111 draws without a LoRA it can't find and says so; its API keeps that
+        request = request.replace(missing_lora="warn")
+    lora_warnings(server, request)
     pictures = {name: getattr(request, name) for name in PICTURE_FIELDS if getattr(request, name)}
     for name, value in pictures.items():
         if not is_data_url(value):  # clients never name files on the server

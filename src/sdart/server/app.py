@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from sdart.engine import Engine
 from sdart.images.output import ensure_writable_dir
-from sdart.server import a1111, a1111_extras, errors, history, model_switch, native, pnginfo, stream
+from sdart.server import a1111, a1111_extras, a1111_networks, errors, history, model_switch, native, pnginfo, stream
 from sdart.server.admission import Server
 from sdart.server.catalog import ModelCatalog
 from sdart.server.events import EventHub
@@ -62,10 +62,15 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from sdart.speed.builder import start_background_compile
+
         server.worker.start()
+        compiling = start_background_compile(engine)  # missing compiled artifacts; jobs run eager until ready
         try:
             yield
         finally:
+            if compiling is not None:
+                compiling.stop()
             server.worker.stop()
             server.store.close()
 
@@ -78,6 +83,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         app.include_router(routes.router)
     app.include_router(a1111.router)
     app.include_router(a1111_extras.router)
+    app.include_router(a1111_networks.router)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -6,11 +6,13 @@ words of `GenerationRequest`'s validators, `input` echoes the value. A1111 clien
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sdart.request import RequestError
 
@@ -37,8 +39,14 @@ class FieldErrors(Exception):
 
 
 def _echo(value: Any) -> Any:
+    """A bad value as JSON can show it: long text cut, NaN and infinities (which JSON has no words for) as text,
+    anything else by its repr."""
     if isinstance(value, str) and len(value) > _MAX_ECHO:
         return value[:_MAX_ECHO] + "…"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return str(value)  # JSON readers in other languages lose integers past 64 bits
     if isinstance(value, (str, int, float, bool, type(None))):
         return value
     text = repr(value)
@@ -55,6 +63,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(FieldErrors)
     async def _field_errors(request: Request, exc: FieldErrors) -> JSONResponse:
         return JSONResponse(error_body(exc.errors), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body it cannot decode at all (too deeply nested, …) with a bare 400 string: say it
+        # in the one shape, naming the body. Other HTTP errors (404 for an unknown route) keep FastAPI's shape.
+        if exc.status_code == 400 and isinstance(exc.detail, str):
+            return JSONResponse(error_body([(("body",), None, exc.detail)]), status_code=400, headers=exc.headers)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

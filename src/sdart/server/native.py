@@ -190,8 +190,9 @@ def health(server: ServerDep, response: Response) -> dict[str, Any]:
     alive = server.worker.alive()
     if not alive:
         response.status_code = 503
+    compiled = getattr(server.engine, "compiled", None)  # which components run compiled, which are being built
     return {"status": "ok" if alive else "worker stopped", "version": __version__, "model": server.engine.model.spec.name,
-            "queue": server.store.counts()}
+            "queue": server.store.counts(), "compile": compiled.status() if compiled is not None else None}
 
 
 @router.get("/models", summary="Models this server can run")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdart.cluster import MODEL_DEPLOYMENT, SERVE_APP, _engine, _portable_settings, default_gpus_per_worker, ray_session
 from sdart.images.output import png_bytes
+from sdart.models.lorafiles import LoraFolder
 
 if TYPE_CHECKING:
     from sdart.settings import Settings
@@ -108,6 +109,7 @@ class RemoteEngine:
                                   info["family"])
         self.device, self.dtype, self.load_s = info["device"], info["dtype"], info["load_s"]
         self.safety_checker = settings.safety_checker
+        self.lora_folder = LoraFolder(settings.lora_dir)  # the replicas read the same folder (a shared path)
 
     @property
     def reference(self) -> str:
@@ -118,13 +120,21 @@ class RemoteEngine:
 
         return Engine.resolve_request(self, request)  # type: ignore[arg-type] - it reads only self.model
 
+    def prompt_loras(self, request):
+        """The request's LoRA tags looked up here (the replica checks again whether its settings can apply them)."""
+        from sdart.run.loras import lookup_request_loras
+
+        return lookup_request_loras(request, self.lora_folder)
+
     def load(self, reference: str) -> None:
         from sdart.models.errors import ModelLoadError
 
         raise ModelLoadError("unsupported", f"model = {reference!r}: under Ray Serve every replica keeps the model it "
                                             "was deployed with; pass `model` in each request instead")
 
-    def iter_batches(self, request, *, on_step=None, cancel=None):
+    def iter_batches(self, request, *, on_step=None, cancel=None, finish_batch=None):
+        """The engine's iter_batches, on a replica. `finish_batch` (A1111's interrupt and skip keeping the picture
+        so far) does not reach a replica mid-step: interrupt stops as a cancel does, skip changes nothing."""
         from PIL import Image
 
         from sdart.run.progress import GenerationCancelled, StepProgress, cancel_check

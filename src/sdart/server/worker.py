@@ -35,6 +35,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._current: tuple[str, threading.Event] | None = None  # (job id, its cancel flag)
+        self._finish_batch = threading.Event()  # A1111's interrupt/skip: end the running batch at this step
         self._current_lock = threading.Lock()
         self._pending_cancels: set[str] = set()
         self._latest_latents: tuple[str, object] | None = None  # (job id, its latents after the last step)
@@ -82,6 +83,23 @@ class Worker:
             self._current[1].set()
             return self._current[0]
 
+    def finish_running_batch(self, *, stop: bool) -> str | None:
+        """A1111's interrupt (`stop`) and skip: end the running batch after its current step and keep the picture
+        it has so far; interrupt then stops the job, skip goes on with the next batch. Returns the job's id."""
+        with self._current_lock:
+            if self._current is None:
+                return None
+            self._finish_batch.set()  # before the cancel flag: the step sees "finish" first and keeps the batch
+            if stop:
+                self._current[1].set()
+            return self._current[0]
+
+    def _take_finish_batch(self) -> bool:
+        if self._finish_batch.is_set():
+            self._finish_batch.clear()
+            return True
+        return False
+
     def preview_png(self, job_id: str) -> bytes | None:
         """The running job's live preview (sdart.preview) as PNG bytes, at latent size; None before its first
         step, after it ends, or for a model family without preview factors."""
@@ -122,6 +140,7 @@ class Worker:
         cancel = threading.Event()
         with self._current_lock:
             self._current = (job.id, cancel)
+            self._finish_batch.clear()
             if job.id in self._pending_cancels:
                 self._pending_cancels.discard(job.id)
                 cancel.set()
@@ -163,7 +182,8 @@ class Worker:
                     self.hub.publish(job.id, progress_event(overall))
 
                 # 3. Generate; each image is saved and recorded as soon as its batch is decoded.
-                for batch in self.engine.iter_batches(remaining, on_step=on_step, cancel=cancel):
+                for batch in self.engine.iter_batches(remaining, on_step=on_step, cancel=cancel,
+                                                      finish_batch=self._take_finish_batch):
                     for j, (image, infotext, seed) in enumerate(zip(batch.images, batch.infotexts, batch.seeds)):
                         position = (first + batch.iteration) * request.batch_size + j
                         if position in done:
@@ -172,6 +192,8 @@ class Worker:
                         record = self.store.add_image(job.id, position, seed, path.name, infotext)
                         self.hub.publish(job.id, {"event": "image", "id": record.id, "position": position,
                                                   "seed": seed})
+            if cancel.is_set():  # stopped in the last batch, which kept its picture so far (A1111's interrupt)
+                raise GenerationCancelled()
             return "succeeded", None
         except GenerationCancelled:
             return ("interrupted", None) if self._stopping.is_set() else ("cancelled", None)

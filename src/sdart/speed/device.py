@@ -63,6 +63,4 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
-    # options.compile is applied by compile_unet, after the memory mode: it must wrap the final module.
-
 

@@ -17,7 +17,7 @@ class SpeedOptions:
 
     channels_last: bool = True
     fuse_qkv: bool = True
-    compile: bool = False
+    compile: str = "never"  # never, auto or always (sdart.speed.compiled)
     compile_cache_dir: Path | None = None
     threads: int | None = None
     # These three change the image (measured in benchmarks/RESULTS.md): off by default.

@@ -1,0 +1,34 @@
+"""CUDA graphs around a loaded AOTInductor package: one graph launch per UNet call instead of ~1,000 kernel
+launches (what torch.compile's "reduce-overhead" mode does for a jitted model)."""
+
+from __future__ import annotations
+
+import torch
+
+WARMUP_CALLS = 2  # on a side stream before capture, so that lazy initialisation is not recorded
+
+
+def replay(graphs: dict, runner, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Run `runner(*tensors)` through a graph captured for these shapes (captured on first sight).
+
+    The graph reads fixed input buffers and writes a fixed output buffer: inputs are copied in, the output is
+    copied out, so a caller keeping the result across calls never sees it overwritten."""
+    key = tuple((tuple(t.shape), t.dtype) for t in tensors)
+    entry = graphs.get(key)
+    if entry is None:
+        static_inputs = [t.clone() for t in tensors]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_CALLS):
+                runner(*static_inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_output = runner(*static_inputs)
+        entry = graphs[key] = (graph, static_inputs, static_output)
+    graph, static_inputs, static_output = entry
+    for buffer, tensor in zip(static_inputs, tensors):
+        buffer.copy_(tensor)
+    graph.replay()
+    return static_output.clone()
