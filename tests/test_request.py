@@ -42,7 +42,7 @@ BAD_INPUTS = [
     ({"sampler_name": "PLMS", "scheduler": "Karras"}, "scheduler", "fixed timestep grid"),
     ({"sampler_name": "DPM++ 2M Karras", "scheduler": "Exponential"}, "scheduler", "give the schedule type once"),
     ({"seed": -2}, "seed", "greater than or equal to -1"),
-    ({"seed": 2**40}, "seed", "less than or equal to 4294967295"),
+    ({"seed": 2**63}, "seed", "less than or equal to 9223372036854775807"),
     ({"batch_size": 0}, "batch_size", "greater than or equal to 1"),
     ({"n_iter": 0}, "n_iter", "greater than or equal to 1"),
     ({"clip_skip": 0}, "clip_skip", "greater than or equal to 1"),

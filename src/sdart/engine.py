@@ -15,18 +15,20 @@ from sdart.conditioning.embeddings import EmbeddingFolder
 from sdart.conditioning.encoder import encoder_widths, text_encoders
 from sdart.images.initimage import default_size, picture_size
 from sdart.loading import ReadyModel, prepare_model, speed_options
+from sdart.models.errors import ModelLoadError
 from sdart.models.load import LoadedModel
 from sdart.models.lora import parse_lora
-from sdart.models.vaes import OWN_VAE, find_vaes
 from sdart.models.lorafiles import LoraFolder
 from sdart.models.loratags import PromptLoras
-from sdart.request import MAX_SEED, GenerationRequest
+from sdart.models.vaes import OWN_VAE, find_vaes
+from sdart.request import MAX_RANDOM_SEED, GenerationRequest, RequestError
 from sdart.run.batches import Run
 from sdart.run.conditioning import request_conditioning
 from sdart.run.infotext import infotext_for
 from sdart.run.loras import infotext_extras, request_loras
 from sdart.run.progress import Cancel, GenerationCancelled, StepCallback, StepProgress, cancel_check, tqdm_callback
 from sdart.run.result import Batch, GenerationResult, summarise_timings
+from sdart.run.upscale import Upscaling
 from sdart.settings import Settings, load_settings
 from sdart.speed.device import pick_device, pick_dtype
 
@@ -67,6 +69,9 @@ class Engine:
         self.embedding_folder = EmbeddingFolder(self.settings.embeddings_dir) if self.settings.embeddings_dir else None
         self._lock = threading.Lock()
         self.ready: ReadyModel
+        self.refiner: ReadyModel | None = None  # the last refiner asked for, kept for the next request
+        self.upscaling = Upscaling(self.settings.upscaler_dir, self.settings.upscaler_tile,
+                                   self.settings.upscaler_overlap, self.device)  # hires fix's upscaler models
         self.load(model or self.settings.model)
 
     # --- model -------------------------------------------------------------------------------------------
@@ -118,9 +123,34 @@ class Engine:
     def embeddings(self) -> Embeddings:
         """The embeddings folder's words sorted for the loaded model: `loaded` and `skipped` (A1111's
         /sdapi/v1/embeddings); empty without an embeddings folder."""
+        return self._embeddings_for(self.model.pipeline)
+
+    def _embeddings_for(self, pipeline: Any) -> Embeddings:
         if self.embedding_folder is None:
             return Embeddings()
-        return self.embedding_folder.for_model(encoder_widths(text_encoders(self.model.pipeline)))
+        return self.embedding_folder.for_model(encoder_widths(text_encoders(pipeline)))
+
+    def _ensure_refiner(self, request: GenerationRequest) -> ReadyModel | None:
+        """The request's SDXL refiner, loaded like the model (same device, dtype and memory mode; no LoRA: they
+        are made for the base) and kept until another is asked for."""
+        reference = request.refiner_checkpoint
+        if reference is None:
+            return None
+        if self.model.family != "sdxl":
+            raise RequestError([("refiner_checkpoint", reference, f"a refiner takes over an SDXL model's last steps; "
+                                                                  f"{self.reference} is {self.model.family}")])
+        if self.refiner is None or self.refiner.loaded.spec.reference != reference:
+            self.refiner = None  # the old one's memory goes before the new one loads
+            try:
+                refiner = prepare_model(reference, self.settings, device=self.device, dtype=self.dtype,
+                                        memory=self.memory, speed=self.speed, loras=[], safety_checker=False)
+            except ModelLoadError as exc:
+                raise ModelLoadError(exc.kind, f"refiner_checkpoint = {reference!r}: {exc}") from exc
+            if refiner.loaded.family != "sdxl":
+                raise RequestError([("refiner_checkpoint", reference,
+                                     f"is an {refiner.loaded.family} model; a refiner of an SDXL model is SDXL")])
+            self.refiner = refiner
+        return self.refiner
 
     # --- generation --------------------------------------------------------------------------------------
 
@@ -137,13 +167,22 @@ class Engine:
             return request_conditioning(self.model.pipeline, request, self.embeddings())
 
     def resolve_request(self, request: GenerationRequest) -> GenerationRequest:
-        """Fill in what the request left to the model and the dice: size and seed."""
+        """Fill in what the request left to the model and the dice: size, seeds (random ones below 2**32, as
+        A1111 draws them) and the denoising strength (A1111's 0.75 for img2img, 0.7 for hires fix)."""
         size = self.model.native_size
-        seed = request.seed if request.seed >= 0 else random.SystemRandom().randrange(0, MAX_SEED - request.images_total)
+        dice = random.SystemRandom()
+        seed = request.seed if request.seed >= 0 else dice.randrange(0, MAX_RANDOM_SEED - request.images_total)
+        subseed = request.subseed
+        if request.subseed_strength and subseed < 0:
+            subseed = dice.randrange(0, MAX_RANDOM_SEED - request.images_total)
+        strength = request.denoising_strength
+        if strength is None and (request.init_image or request.enable_hr):
+            strength = 0.7 if request.enable_hr else 0.75
         width, height = size, size
         if request.init_image and not (request.width and request.height):  # img2img: the picture's aspect ratio
             width, height = default_size(picture_size(request.init_image), size)
-        return request.replace(width=request.width or width, height=request.height or height, seed=seed)
+        return request.replace(width=request.width or width, height=request.height or height, seed=seed,
+                               subseed=subseed, denoising_strength=strength)
 
     def generate(
         self,
@@ -193,16 +232,20 @@ class Engine:
         """
         # 1. Load the requested model if it isn't the loaded one.
         self._ensure_model(request)
-        # 2. Resolve size and seed (a no-op for a resolved request).
+        # 2. Resolve size, seeds and strength (a no-op for a resolved request).
         request = self.resolve_request(request)
-        # 3. The prompt's LoRA tags, looked up before anything runs.
+        # 3. The prompt's LoRA tags, looked up before anything runs; the refiner, when the request has one.
         loras = self.prompt_loras(request)
         for warning in loras.warnings:
             log.warning("%s", warning)
-        # 4. The run: its passes, one pipeline call per batch, with the LoRAs on the weights for this run only.
+        refiner = self._ensure_refiner(request)
+        # 4. The run: its passes (first, hires, refiner), one pipeline call each per batch, with the LoRAs on the
+        # weights for this run only.
         run = Run(self.ready, request, device=self.device, memory=self.memory, rng=self.settings.rng,
                   safety_checker=self.safety_checker, on_step=on_step, is_cancelled=cancel_check(cancel),
-                  finish_batch=finish_batch or (lambda: False), loras=loras, embeddings=self.embeddings())
+                  finish_batch=finish_batch or (lambda: False), loras=loras, embeddings=self.embeddings(),
+                  refiner=refiner, upscaling=self.upscaling,
+                  refiner_embeddings=self._embeddings_for(refiner.pipeline) if refiner is not None else None)
         with self._lock, self.ready.lora_switch.applied(loras.loras):
             yield from run.batches()
 
@@ -214,8 +257,10 @@ class Engine:
         return request_loras(request, self.lora_folder, self.ready if loaded else None, memory=self.memory,
                              device=self.device)
 
-    def infotext(self, request: GenerationRequest, seed: int, batch_pos: int = 0, batch_size: int = 1) -> str:
-        """The infotext this engine writes for `request`'s image with `seed`."""
+    def infotext(self, request: GenerationRequest, seed: int, batch_pos: int = 0, batch_size: int = 1,
+                 subseed: int = -1) -> str:
+        """The infotext this engine writes for `request`'s image with `seed` (and `subseed`)."""
+        refiner = self.refiner.loaded if request.refiner_checkpoint and self.refiner is not None else None
         return infotext_for(request, seed, model=self.model, model_extras=self.ready.infotext_extras,
-                            batch_pos=batch_pos, batch_size=batch_size,
+                            batch_pos=batch_pos, batch_size=batch_size, subseed=subseed, refiner=refiner,
                             run_extras=infotext_extras(self.prompt_loras(request)))

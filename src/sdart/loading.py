@@ -54,9 +54,23 @@ class ReadyModel:
             from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
             kind = AutoPipelineForInpainting if task == "inpaint" else AutoPipelineForImage2Image
-            self._twins[task] = kind.from_pipe(self.pipeline)
-            self._twins[task].set_progress_bar_config(disable=True)
+            twin = kind.from_pipe(self.pipeline)
+            if "requires_aesthetics_score" in twin.config:
+                # An SDXL refiner loads as a text-to-image pipeline, which has no such setting: its UNet says.
+                twin.register_to_config(requires_aesthetics_score=takes_aesthetic_score(twin))
+            twin.set_progress_bar_config(disable=True)
+            self._twins[task] = twin
         return self._twins[task]
+
+
+def takes_aesthetic_score(pipe) -> bool:
+    """Whether an SDXL UNet's added time embedding holds 5 numbers (original size, crop, aesthetic score: the
+    refiner's) rather than 6 (original size, crop, target size: the base's)."""
+    unet, encoder = pipe.unet.config, pipe.text_encoder_2
+    if encoder is None or not unet.get("addition_time_embed_dim"):
+        return False
+    pooled = encoder.config.projection_dim
+    return unet.projection_class_embeddings_input_dim == 5 * unet.addition_time_embed_dim + pooled
 
 
 def speed_options(settings: Settings, memory: str) -> SpeedOptions:

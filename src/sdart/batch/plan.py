@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdart.request import MAX_SEED, GenerationRequest, RequestError
+from sdart.request import MAX_RANDOM_SEED, MAX_SEED, GenerationRequest, RequestError
 
 if TYPE_CHECKING:  # the Engine pulls in torch and diffusers; planning and resuming must not
     pass
@@ -208,11 +208,18 @@ def expand_line(source: str, fields: dict[str, Any], defaults: dict[str, Any], *
     # A random seed (-1) would give new keys on every run and defeat resuming: derive it from the request instead,
     # so the same line always means the same images.
     starts = [s if s >= 0 else _derived_seed(base, base.images_total) for s in starts]
-    image_seeds = list(dict.fromkeys(s + i for s in starts for i in range(base.images_total)))
-    if (top := max(image_seeds)) > MAX_SEED:
-        raise RequestError([("seed", top, f"seeds run past {MAX_SEED}")])
+    if base.subseed_strength and base.subseed < 0:
+        base = base.model_copy(update={"subseed": _derived_seed(base, base.images_total, salt="subseed")})
+    # Each start is one run of images_total images; its image i takes A1111's seeds of image i (seed + i, or with
+    # variation seeds the same seed and subseed + i).
+    image_seeds = list(dict.fromkeys(base.model_copy(update={"seed": start}).image_seeds(i)
+                                     for start in starts for i in range(base.images_total)))
+    for name, top in (("seed", max(seed for seed, _ in image_seeds)), ("subseed", max(sub for _, sub in image_seeds))):
+        if top > MAX_SEED:
+            raise RequestError([(name, top, f"seeds run past {MAX_SEED}")])
     single = base.model_copy(update={"batch_size": 1, "n_iter": 1})
-    return [Task(task_key(single, seed), source, single.model_copy(update={"seed": seed})) for seed in image_seeds]
+    tasks = [single.model_copy(update={"seed": seed, "subseed": subseed}) for seed, subseed in image_seeds]
+    return [Task(task_key(task, task.seed), source, task) for task in tasks]
 
 
 def task_key(request: GenerationRequest, seed: int) -> str:
@@ -222,9 +229,9 @@ def task_key(request: GenerationRequest, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _derived_seed(request: GenerationRequest, count: int) -> int:
-    blob = json.dumps(request.model_dump(), sort_keys=True, ensure_ascii=False).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") % (MAX_SEED - count)
+def _derived_seed(request: GenerationRequest, count: int, salt: str = "") -> int:
+    blob = (json.dumps(request.model_dump(), sort_keys=True, ensure_ascii=False) + salt).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") % (MAX_RANDOM_SEED - count)
 
 
 def _short(value: Any, limit: int = 60) -> str:

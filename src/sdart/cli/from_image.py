@@ -65,10 +65,10 @@ def read_from_image(path: Path, *, vae_dir: Path | None, sampler_given: bool) ->
     return image
 
 
-def drop_model(image: FromImage) -> None:
-    """The image's model is not available here: run the default one, and say so."""
-    image.fields.pop("model", None)
-    image.stepped.add("Model")
+def drop_model(image: FromImage, field: str = "model", key: str = "Model") -> None:
+    """The image's model (or refiner) is not available here: run without it (the default model), and say so."""
+    image.fields.pop(field, None)
+    image.stepped.add(key)
 
 
 def not_applied(image: FromImage, request_fields: dict[str, Any], written: dict[str, str], rng: str) -> list[str]:

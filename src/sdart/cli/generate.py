@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from sdart.cli import options as o
 from sdart.cli.common import EXIT_INTERRUPTED, cancel_on_ctrl_c, configure_logging, err, friendly_errors, out
+from sdart.cli.pass_options import pass_fields
 
 
 def _check_lora_tags(request, settings, image_params: dict[str, str] | None):
@@ -51,6 +52,22 @@ def generate(
     mask: Optional[Path] = typer.Option(None, "--mask", help="Inpainting (with --init-image): redraw only where this picture is white."),
     mask_blur: Optional[int] = typer.Option(None, "--mask-blur", help="Inpainting: soften the mask's edge by this many pixels \\[default: 4]."),
     invert_mask: Optional[bool] = typer.Option(None, "--invert-mask/--no-invert-mask", help="Inpainting: redraw where the mask is black instead."),
+    hires: o.Hires = None,
+    hires_scale: o.HiresScale = None,
+    hires_size: o.HiresSize = None,
+    hires_upscaler: o.HiresUpscaler = None,
+    hires_steps: o.HiresSteps = None,
+    hires_strength: o.HiresStrength = None,
+    hires_sampler: o.HiresSampler = None,
+    hires_scheduler: o.HiresScheduler = None,
+    hires_prompt: o.HiresPrompt = None,
+    hires_negative: o.HiresNegative = None,
+    hires_cfg: o.HiresCfg = None,
+    subseed: o.Subseed = None,
+    subseed_strength: o.SubseedStrength = None,
+    seed_resize_from: o.SeedResizeFrom = None,
+    refiner: o.Refiner = None,
+    refiner_switch_at: o.RefinerSwitchAt = None,
     from_image: Optional[Path] = typer.Option(None, "--from", help="Re-run the parameters stored in this PNG; other options override them."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where PNGs go \\[default: outputs] \\[env: SDART_OUTPUT_DIR]."),
     device: o.Device = None,
@@ -95,11 +112,21 @@ def generate(
                     err.print(f"[yellow]note:[/] the image was made with model {escape(repr(fields['model']))}, which "
                               "is not available here; using the default model (pass --model to choose).")
                     drop_model(image)
+            if fields.get("refiner_checkpoint") and refiner is None:
+                try:
+                    resolve(fields["refiner_checkpoint"])
+                except ModelLoadError:
+                    err.print(f"[yellow]note:[/] the image was made with refiner "
+                              f"{escape(repr(fields['refiner_checkpoint']))}, which is not available here; running "
+                              "without it (pass --refiner to choose).")
+                    drop_model(image, "refiner_checkpoint", "Refiner")
             for note in image.notes:
                 err.print(f"[yellow]note:[/] {escape(note)}")
             from_settings = image.settings
         else:
             from_settings = {}
+        if hires_strength is not None and denoising_strength is not None and hires_strength != denoising_strength:
+            raise ValueError("--hires-strength: sets the same denoising_strength as --strength; give one")
         given = dict(prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed,
                      width=width, height=height, n_iter=n_iter, batch_size=batch_size, sampler_name=sampler_name,
                      scheduler=scheduler, clip_skip=clip_skip, emphasis=emphasis, model=model,
@@ -107,6 +134,14 @@ def generate(
                      denoising_strength=denoising_strength, resize_mode=resize_mode,
                      mask=str(mask) if mask is not None else None, mask_blur=mask_blur,
                      inpainting_mask_invert=invert_mask)
+        given.update(pass_fields(
+            hires=hires, hires_scale=hires_scale, hires_size=hires_size, hires_upscaler=hires_upscaler,
+            hires_steps=hires_steps, hires_strength=hires_strength, hires_sampler=hires_sampler,
+            hires_scheduler=hires_scheduler, hires_prompt=hires_prompt, hires_negative=hires_negative,
+            hires_cfg=hires_cfg, subseed=subseed, subseed_strength=subseed_strength,
+            seed_resize_from=seed_resize_from, refiner=refiner, refiner_switch_at=refiner_switch_at))
+        if hires_strength is not None:
+            given["denoising_strength"] = hires_strength
         fields.update({k: v for k, v in given.items() if v is not None})
         if "prompt" not in fields:
             raise ValueError("prompt: missing; give a prompt (or --from IMAGE)")

@@ -43,6 +43,23 @@ UpscalerDir = Annotated[Optional[Path], typer.Option("--upscaler-dir", help="Fol
 Rng = Annotated[Optional[str], typer.Option("--rng", help="Where noise is drawn: cpu (same image on any device) or device.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
+# Hires fix, variation seeds and the SDXL refiner (request fields with A1111's names; `sdart generate`).
+Hires = Annotated[Optional[bool], typer.Option("--hires/--no-hires", help="Hires fix (A1111's enable_hr): draw at -W × -H, upscale, redraw at the larger size. Any --hires-* option turns it on.")]
+HiresScale = Annotated[Optional[float], typer.Option("--hires-scale", help="Hires fix: upscale by this factor \\[default: 2].")]
+HiresSize = Annotated[Optional[str], typer.Option("--hires-size", metavar="WxH", help="Hires fix: upscale to this size instead (a side of 0 keeps the aspect ratio; both sides: cover the box, crop the rest).")]
+HiresUpscaler = Annotated[Optional[str], typer.Option("--hires-upscaler", help="Hires fix: Latent (default), Latent (antialiased), Latent (bicubic), Latent (bicubic antialiased), Latent (nearest), Latent (nearest-exact), None, Lanczos, Nearest.")]
+HiresSteps = Annotated[Optional[int], typer.Option("--hires-steps", help="Hires fix: second-pass steps \\[default: 0 = --steps].")]
+HiresStrength = Annotated[Optional[float], typer.Option("--hires-strength", help="Hires fix: how much the second pass redraws, 0 < s ≤ 1 \\[default: 0.7].")]
+HiresSampler = Annotated[Optional[str], typer.Option("--hires-sampler", help="Hires fix: the second pass's sampler \\[default: --sampler].")]
+HiresScheduler = Annotated[Optional[str], typer.Option("--hires-scheduler", help="Hires fix: the second pass's schedule type \\[default: the first pass's].")]
+HiresPrompt = Annotated[Optional[str], typer.Option("--hires-prompt", help="Hires fix: the second pass's prompt \\[default: the prompt].")]
+HiresNegative = Annotated[Optional[str], typer.Option("--hires-negative", help="Hires fix: the second pass's negative prompt \\[default: --negative].")]
+HiresCfg = Annotated[Optional[float], typer.Option("--hires-cfg", help="Hires fix: the second pass's guidance scale \\[default: --cfg].")]
+Subseed = Annotated[Optional[int], typer.Option("--subseed", "--variation-seed", help="Variation seed: its noise is blended into the seed's by --subseed-strength (-1: random).")]
+SubseedStrength = Annotated[Optional[float], typer.Option("--subseed-strength", "--variation-strength", help="Variation seed strength, 0 (the seed's picture) to 1 (the variation seed's) \\[default: 0].")]
+SeedResizeFrom = Annotated[Optional[str], typer.Option("--seed-resize-from", metavar="WxH", help="Draw the seed's noise at this size and keep its centre (a composition kept at another size).")]
+Refiner = Annotated[Optional[str], typer.Option("--refiner", help="SDXL refiner model that takes over the last steps (hub id, folder or checkpoint).")]
+RefinerSwitchAt = Annotated[Optional[float], typer.Option("--refiner-switch-at", help="Where the refiner takes over, as a fraction of the denoising \\[default: 0.8].")]
 
 class CompileFlagCommand(TyperCommand):
     """Lets `--compile` stand alone (meaning always) last or before another option, and keeps the old

@@ -11,6 +11,7 @@ from sdart.conditioning import Conditioning, Embeddings, encode_prompt
 from sdart.request import GenerationRequest
 from sdart.sampling.samplers import find_sampler
 
+
 def calls_per_step(sampler_name: str) -> int:
     """Model calls per step of the A1111 sampler: 2 for its `second_order` ones (Heun, DPM2, DPM++ SDE, …), over
     which A1111 lays the editing schedule (SamplerData.total_steps) and counts every call."""
@@ -18,11 +19,15 @@ def calls_per_step(sampler_name: str) -> int:
 
 
 def request_conditioning(pipe: Any, request: GenerationRequest, embeddings: Embeddings | None, *,
-                         prompt: str | None = None) -> Conditioning:
+                         prompt: str | None = None, negative_prompt: str | None = None, steps: int | None = None,
+                         sampler_name: str | None = None) -> Conditioning:
     """The request's prompts encoded for `pipe`, the editing schedule laid over A1111's step count; `prompt`: the
-    positive prompt as the encoder should read it (without its `<lora:…>` tags), if not the request's."""
-    return encode_prompt(pipe, request.prompt if prompt is None else prompt, request.negative_prompt,
-                         steps=request.steps * calls_per_step(request.sampler_name), clip_skip=request.clip_skip,
+    positive prompt as the encoder should read it (without its `<lora:…>` tags), if not the request's. A later pass
+    (hires fix) gives its own prompts, steps and sampler."""
+    sampler_name = sampler_name or request.sampler_name
+    return encode_prompt(pipe, request.prompt if prompt is None else prompt,
+                         request.negative_prompt if negative_prompt is None else negative_prompt,
+                         steps=(steps or request.steps) * calls_per_step(sampler_name), clip_skip=request.clip_skip,
                          emphasis=request.emphasis, embeddings=embeddings)
 
 
@@ -39,13 +44,14 @@ class StepConditioning:
     # classifier-free guidance (SD and SDXL `__call__`), and SDXL's pooled ones under `add_text_embeds`.
     TENSOR_INPUTS = ("prompt_embeds", "add_text_embeds")
 
-    def __init__(self, conditioning: Conditioning, sampler_name: str, batch_size: int):
+    def __init__(self, conditioning: Conditioning, sampler_name: str, batch_size: int, calls_before: int = 0):
         self.conditioning = conditioning
         self.a1111_calls = calls_per_step(sampler_name)
         self.batch_size = batch_size
+        self.calls_before = calls_before  # model calls of this schedule made before the pipeline's first (the refiner)
 
-    def pipeline_kwargs(self) -> dict[str, torch.Tensor]:
-        return self.conditioning.at_step(0, self.batch_size)
+    def pipeline_kwargs(self, pipe: Any) -> dict[str, torch.Tensor]:
+        return self.conditioning.at_step(self._a1111_step(pipe, 0), self.batch_size)
 
     def tensor_inputs(self, pipe: Any) -> list[str]:
         """The callback tensors to ask the pipeline for: the ones it has, so that dtype and device can be matched."""
@@ -53,7 +59,8 @@ class StepConditioning:
             name for name in self.TENSOR_INPUTS if name in getattr(pipe, "_callback_tensor_inputs", ())]
 
     def _a1111_step(self, pipe: Any, call: int) -> int:
-        return call * self.a1111_calls // int(getattr(pipe.scheduler, "order", 1))
+        """A1111's step (its model call) of the pipeline's model call `call`."""
+        return (self.calls_before + call) * self.a1111_calls // int(getattr(pipe.scheduler, "order", 1))
 
     def next_step(self, pipe: Any, call: int, callback_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """After model call `call`: the callback outputs that set call + 1's embeddings, if they differ."""

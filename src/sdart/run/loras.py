@@ -7,6 +7,7 @@ import re
 
 import torch
 
+from sdart.conditioning.extra_networks import extract_extra_networks
 from sdart.loading import ReadyModel
 from sdart.models.lorafiles import LoraFolder
 from sdart.models.loraswitch import unsupported_reason
@@ -24,7 +25,23 @@ def lookup_request_loras(request: GenerationRequest, folder: LoraFolder) -> Prom
             found.check(folder)
         except (LookupError, ValueError) as exc:
             raise RequestError([("prompt", request.prompt, str(exc))]) from None
+    if hires_only := _hires_only_tags(request):
+        # A1111 switches to the hires prompt's networks for the second pass; sdart keeps one set for the whole run.
+        reason = f"LoRA tags only in hr_prompt ({', '.join(hires_only)}): the hires pass runs with the prompt's LoRAs"
+        if request.missing_lora == "error":
+            raise RequestError([("hr_prompt", request.hr_prompt, f"{reason}; put the tags in the prompt")])
+        found.not_applied.append(f"{reason}; not applied")
     return found
+
+
+def _hires_only_tags(request: GenerationRequest) -> list[str]:
+    """The hires prompts' LoRA tags that the first pass's prompts lack (written as in the prompt)."""
+    if not request.enable_hr or not (request.hr_prompt or request.hr_negative_prompt):
+        return []
+    first = {network.tag for text in (request.prompt, request.negative_prompt)
+             for network in extract_extra_networks(text)[1] if network.is_lora}
+    return [network.tag for text in (request.hr_prompt, request.hr_negative_prompt)
+            for network in extract_extra_networks(text)[1] if network.is_lora and network.tag not in first]
 
 
 def request_loras(request: GenerationRequest, folder: LoraFolder, ready: ReadyModel | None, *, memory: str,

@@ -15,8 +15,9 @@ class GenerationCancelled(Exception):
 
 @dataclass(frozen=True)
 class StepProgress:
-    """One finished denoising step. `step`/`total` count within the current batch (some samplers, like Heun,
-    take two model calls per step and report each); `iteration` is the batch index within `iterations`."""
+    """One finished denoising step. `step`/`total` count within the current batch, over all its passes (first,
+    hires, refiner; some samplers, like Heun, take two model calls per step and report each); `iteration` is the
+    batch index within `iterations`."""
 
     step: int
     total: int
@@ -37,6 +38,25 @@ class StepProgress:
 
 
 StepCallback = Callable[[StepProgress], None]
+
+
+class BatchSteps:
+    """A batch's step count over its passes. `planned` holds each pass's steps, an estimate until the pass starts
+    and its pipeline says how many it takes (Heun and DPM2 report two per step)."""
+
+    def __init__(self, planned: list[int]):
+        self.planned = list(planned)
+        self.current = 0
+        self.done = 0  # steps of the passes before the current one
+
+    def at(self, step_index: int, pass_total: int) -> tuple[int, int]:
+        """(step, total) of the batch after step `step_index` of the current pass, which takes `pass_total`."""
+        self.planned[self.current] = pass_total
+        return self.done + step_index + 1, self.done + sum(self.planned[self.current:])
+
+    def next_pass(self) -> None:
+        self.done += self.planned[self.current]
+        self.current += 1
 Cancel = threading.Event | Callable[[], bool] | None
 
 

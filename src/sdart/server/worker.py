@@ -172,8 +172,7 @@ class Worker:
                              request.n_iter)
                 if first == request.n_iter:
                     return "succeeded", None
-                remaining = request.replace(seed=request.seed + first * request.batch_size,
-                                            n_iter=request.n_iter - first)
+                remaining = request.starting_at(first * request.batch_size).replace(n_iter=request.n_iter - first)
                 self.hub.publish(job.id, {"event": "started", "images_total": request.images_total,
                                           "resumed_from": first * request.batch_size})
 

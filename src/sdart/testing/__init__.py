@@ -49,11 +49,13 @@ __all__ = [
     "tiny_sd15_components",
     "tiny_sd2v_components",
     "tiny_sdxl_components",
+    "tiny_sdxl_refiner_components",
     "to_ldm_state_dict",
     "write_byte_level_tokenizer",
 ]
 
 KINDS = ("sd15", "sd2v", "sdxl")
+REFINER = "sdxl-refiner"  # not a base model: a refiner, for build_tiny_pipeline / save_tiny_model
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 # SD1 and SDXL's first tokenizer pad with EOS; OpenCLIP tokenizers (SD2, SDXL's second) pad with "!" (id 0).
@@ -237,9 +239,25 @@ def tiny_sdxl_components(seed: int = 0, *, sample_size: int = 16) -> dict[str, A
     }
 
 
+def tiny_sdxl_refiner_components(seed: int = 0, *, sample_size: int = 16) -> dict[str, Any]:
+    """Components for ``StableDiffusionXLImg2ImgPipeline`` shaped like the SDXL refiner: only the OpenCLIP-style
+    second encoder (so UNet cross-attention is its width, 64), and an added time embedding of 5 numbers
+    (original size, crop, aesthetic score: ``requires_aesthetics_score=True``) instead of the base's 6."""
+    base = tiny_sdxl_components(seed, sample_size=sample_size)
+    time_embed_dim, pooled_dim = 8, 32
+    unet = _unet(
+        seed, sample_size=sample_size, cross_attention_dim=64, attention_head_dim=(2, 4),
+        use_linear_projection=True, transformer_layers_per_block=(1, 2),
+        addition_embed_type="text_time", addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=5 * time_embed_dim + pooled_dim,
+    )
+    return {**base, "unet": unet, "text_encoder": None, "tokenizer": None}
+
+
 def build_tiny_pipeline(kind: str = "sd15", seed: int = 0, **kw: Any) -> Any:
-    """An in-memory tiny pipeline on CPU in float32; ``kw`` goes to the components builder."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    """An in-memory tiny pipeline on CPU in float32; ``kw`` goes to the components builder. ``kind`` is one of
+    KINDS, or REFINER for an SDXL refiner (an img2img pipeline)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
     if kind == "sd15":
         return StableDiffusionPipeline(**tiny_sd15_components(seed, **kw), requires_safety_checker=False)
@@ -247,7 +265,10 @@ def build_tiny_pipeline(kind: str = "sd15", seed: int = 0, **kw: Any) -> Any:
         return StableDiffusionPipeline(**tiny_sd2v_components(seed, **kw), requires_safety_checker=False)
     if kind == "sdxl":
         return StableDiffusionXLPipeline(**tiny_sdxl_components(seed, **kw))
-    raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
+    if kind == REFINER:
+        return StableDiffusionXLImg2ImgPipeline(**tiny_sdxl_refiner_components(seed, **kw),
+                                                requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+    raise ValueError(f"`kind` must be one of {KINDS} or {REFINER!r}, got {kind!r}")
 
 
 def save_tiny_model(directory: str | Path, kind: str = "sd15", seed: int = 0, **kw: Any) -> Path:
