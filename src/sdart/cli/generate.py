@@ -30,6 +30,25 @@ def _check_lora_tags(request, settings, image_params: dict[str, str] | None):
     return request
 
 
+def _hires_upscaler_here(request, settings, image):
+    """An image's hires upscaler model that this machine lacks (--from): the hires pass upscales with Lanczos instead,
+    and the user is told (as a missing model is)."""
+    from sdart.cli.from_image import drop_model
+    from sdart.run.upscale import Upscaling, check_upscaler
+
+    if not request.enable_hr:
+        return request
+    try:
+        check_upscaler(request.hr_upscaler, Upscaling(folder=settings.upscaler_dir))
+    except ValueError:
+        err.print(f"[yellow]note:[/] the image was upscaled with {escape(repr(request.hr_upscaler))}, which is not "
+                  "in the upscalers folder here; the hires pass uses Lanczos (pass --hires-upscaler or "
+                  "--upscaler-dir to choose).")
+        drop_model(image, "hr_upscaler", "Hires upscaler")
+        return request.replace(hr_upscaler="Lanczos")
+    return request
+
+
 def generate(
     prompt: Optional[str] = typer.Argument(None, help="What to draw. Optional with --from."),
     negative_prompt: o.NegativePrompt = None,
@@ -56,6 +75,7 @@ def generate(
     hires_scale: o.HiresScale = None,
     hires_size: o.HiresSize = None,
     hires_upscaler: o.HiresUpscaler = None,
+    upscaler_dir: o.UpscalerDir = None,
     hires_steps: o.HiresSteps = None,
     hires_strength: o.HiresStrength = None,
     hires_sampler: o.HiresSampler = None,
@@ -152,7 +172,10 @@ def generate(
                                  token_downsampling=token_downsampling if token_downsampling is not None
                                  else from_settings.get("token_downsampling"),
                                  quantize=quantize or from_settings.get("quantize"), loras=lora,
-                                 lora_dir=lora_dir, vae=vae, embeddings_dir=embeddings_dir)
+                                 lora_dir=lora_dir, vae=vae, embeddings_dir=embeddings_dir,
+                                 upscaler_dir=upscaler_dir)
+        if image is not None and hires_upscaler is None:
+            request = _hires_upscaler_here(request, settings, image)
         request = _check_lora_tags(request, settings, image.parsed.params if image is not None and prompt is None else None)
         # 2. Output folder: checked before minutes are spent on images.
         folder = ensure_writable_dir(settings.output_dir)
