@@ -171,3 +171,23 @@ def test_webuiapi_inpainting_keeps_the_picture_outside_the_mask(api):
                                                                         for y in (5, 40)]
     assert parse_infotext(result.info["infotexts"][0]).params["Mask blur"] == "4"
     assert "mask" not in result.parameters  # uploads are not echoed back
+
+
+def test_txt2img_hires_fix_returns_the_hires_size_and_names_a_missing_upscaler(live_server):
+    # As webuiapi and A1111's UI send hires fix: enable_hr and the hr_ fields beside the first pass's size.
+    payload = {"prompt": "a lighthouse", "steps": 2, "width": 64, "height": 64, "seed": 5, "enable_hr": True,
+               "hr_scale": 1.5, "hr_upscaler": "Latent (bicubic)", "hr_second_pass_steps": 1,
+               "denoising_strength": 0.6}
+    response = live_server.client.post("/sdapi/v1/txt2img", json=payload)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    image = Image.open(io.BytesIO(base64.b64decode(body["images"][0])))
+    assert image.size == (96, 96)
+    params = parse_infotext(image.info["parameters"]).params
+    assert (params["Hires upscale"], params["Hires upscaler"], params["Hires steps"]) == ("1.5", "Latent (bicubic)", "1")
+    assert params["Size"] == "64x64" and params["Denoising strength"] == "0.6"  # the first pass's size, as A1111
+    assert "Hires" not in json.loads(body["info"])["extra_generation_params"].get("sdart: not applied", "")
+    # An upscaler model this server lacks is refused before anything runs, naming the field (A1111: "could not
+    # find upscaler named …").
+    missing = live_server.client.post("/sdapi/v1/txt2img", json={**payload, "hr_upscaler": "R-ESRGAN 4x+"})
+    assert missing.status_code == 422 and "hr_upscaler" in missing.text and "R-ESRGAN 4x+" in missing.text

@@ -15,6 +15,7 @@ from sdart.images.initimage import is_data_url, open_init_image
 from sdart.images.output import save_image_as
 from sdart.models.vaes import OWN_VAE, find_vaes
 from sdart.request import PICTURE_FIELDS, GenerationRequest, RequestError
+from sdart.run.upscale import check_upscaler
 from sdart.server.catalog import ModelCatalog
 from sdart.server.errors import FieldErrors
 from sdart.server.events import EventHub
@@ -89,6 +90,7 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
     if request.vae is not None and request.vae not in OWN_VAE and request.vae not in find_vaes(server.settings.vae_dir):
         names = ", ".join([*OWN_VAE[:2], *find_vaes(server.settings.vae_dir)])
         raise FieldErrors.one(("body", "vae"), request.vae, f"unknown VAE; this server has: {names} (vae_dir)")
+    request = _check_passes(server, request)
     if source == "a1111":  # A1111 draws without a LoRA it can't find and says so; its API keeps that
         request = request.replace(missing_lora="warn")
     lora_warnings(server, request)
@@ -108,6 +110,23 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
         for path in created:
             path.unlink(missing_ok=True)
         raise
+
+
+def _check_passes(server: Server, request: GenerationRequest) -> GenerationRequest:
+    """The hires upscaler and the refiner against this server's folders and catalogue, before the job is queued
+    (A1111: "could not find upscaler named …"); the refiner's name becomes the catalogue's reference."""
+    if request.enable_hr:
+        try:
+            check_upscaler(request.hr_upscaler, server.engine.upscaling)
+        except ValueError as exc:
+            raise FieldErrors.one(("body", "hr_upscaler"), request.hr_upscaler, str(exc)) from None
+    if request.refiner_checkpoint is not None:
+        entry = server.catalog.find(request.refiner_checkpoint)
+        if entry is None:
+            raise FieldErrors.one(("body", "refiner_checkpoint"), request.refiner_checkpoint,
+                                  f"unknown model; this server has: {', '.join(server.catalog.names())}")
+        request = request.replace(refiner_checkpoint=entry.reference)
+    return request
 
 
 def store_upload(folder: Path, data_url: str) -> tuple[Path, bool]:
