@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from PIL import Image
@@ -27,6 +28,25 @@ from sdart.run.refiner import Switch, refiner_pass, switch_point
 from sdart.run.result import Batch
 from sdart.run.upscale import Upscaling, check_upscaler, is_latent
 from sdart.speed.memory import release_freed_memory
+
+
+class PassPrompts(NamedTuple):
+    """What a pass's conditioning is encoded from: its prompts (without <lora:…> tags) and the steps and sampler
+    its editing schedule is laid over."""
+
+    prompt: str
+    negative_prompt: str
+    steps: int
+    sampler_name: str
+
+    @property
+    def texts(self) -> tuple[str, str]:
+        return self.prompt, self.negative_prompt
+
+    @property
+    def calls(self) -> int:
+        """The schedule's length in A1111's model calls."""
+        return self.steps * calls_per_step(self.sampler_name)
 
 
 class Run:
@@ -111,24 +131,23 @@ class Run:
         schedules once): the first pass's; the hires pass's (the first's when it has the same prompts and, with
         prompt editing, the same schedule); the refiner's through the refiner's own encoder."""
         request = self.request
-        first = (self.prompt, request.negative_prompt, request.steps, request.sampler_name)
-        self.conditioning = request_conditioning(self.pipe, request, self.embeddings, prompt=first[0])
+        first = PassPrompts(self.prompt, request.negative_prompt, request.steps, request.sampler_name)
+        self.conditioning = self._conditioning(self.pipe, self.embeddings, first)
         self.hires_conditioning = self.refiner_conditioning = None
+        last = first
         if request.enable_hr:
-            hires = (*hires_prompts(request, self.prompt), request.hr_second_pass_steps or request.steps,
-                     hires_sampler(request)[0])
-            same_schedule = self.conditioning.is_static or calls_per_step(hires[3]) * hires[2] == calls_per_step(
-                first[3]) * first[2]
-            self.hires_conditioning = self.conditioning if hires[:2] == first[:2] and same_schedule else (
-                self._conditioning(self.hires_pipe, self.embeddings, *hires))
+            last = PassPrompts(*hires_prompts(request, self.prompt), request.hr_second_pass_steps or request.steps,
+                               hires_sampler(request)[0])
+            reusable = last.texts == first.texts and (self.conditioning.is_static or last.calls == first.calls)
+            self.hires_conditioning = (self.conditioning if reusable
+                                       else self._conditioning(self.hires_pipe, self.embeddings, last))
         if self.switch is not None:
-            self.refiner_conditioning = self._conditioning(self.refiner.pipeline, self.refiner_embeddings,
-                                                           *(hires if request.enable_hr else first))
+            self.refiner_conditioning = self._conditioning(self.refiner.pipeline, self.refiner_embeddings, last)
 
-    def _conditioning(self, pipe, embeddings: Embeddings | None, prompt: str, negative: str, steps: int,
-                      sampler: str) -> Conditioning:
-        return request_conditioning(pipe, self.request, embeddings, prompt=prompt, negative_prompt=negative,
-                                    steps=steps, sampler_name=sampler)
+    def _conditioning(self, pipe, embeddings: Embeddings | None, prompts: PassPrompts) -> Conditioning:
+        return request_conditioning(pipe, self.request, embeddings, prompt=prompts.prompt,
+                                    negative_prompt=prompts.negative_prompt, steps=prompts.steps,
+                                    sampler_name=prompts.sampler_name)
 
     def batches(self) -> Iterator[Batch]:
         request = self.request
