@@ -37,6 +37,7 @@ def page(open_page, shapes_server):
 def screenshot(page, name: str, selector: str | None = None, full_page: bool = False) -> None:
     """A view for the docs: the page (or one part of it), as a user sees it."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(300)  # CSS transitions (the progress bar's 0.15 s) end before the picture is taken
     target = page.locator(selector) if selector else page
     shot = Image.open(io.BytesIO(target.screenshot(**({"full_page": True} if full_page else {}))))
     shot.convert("RGB").quantize(256).save(SCREENSHOTS / f"{name}.png", optimize=True)  # small for the repo
