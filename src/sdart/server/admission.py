@@ -81,12 +81,7 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
     the queue's length comes before a picture is stored; a request refused for a full queue removes what it created.
     """
     check_limits(request, server.settings)
-    if request.model is not None:
-        entry = server.catalog.find(request.model)
-        if entry is None:
-            raise FieldErrors.one(("body", "model"), request.model,
-                                  f"unknown model; this server has: {', '.join(server.catalog.names())}")
-        request = request.replace(model=entry.reference)
+    request = _catalogue_reference(server, request, "model")
     if request.vae is not None and request.vae not in OWN_VAE and request.vae not in find_vaes(server.settings.vae_dir):
         names = ", ".join([*OWN_VAE[:2], *find_vaes(server.settings.vae_dir)])
         raise FieldErrors.one(("body", "vae"), request.vae, f"unknown VAE; this server has: {names} (vae_dir)")
@@ -120,13 +115,19 @@ def _check_passes(server: Server, request: GenerationRequest) -> GenerationReque
             check_upscaler(request.hr_upscaler, server.engine.upscaling)
         except ValueError as exc:
             raise FieldErrors.one(("body", "hr_upscaler"), request.hr_upscaler, str(exc)) from None
-    if request.refiner_checkpoint is not None:
-        entry = server.catalog.find(request.refiner_checkpoint)
-        if entry is None:
-            raise FieldErrors.one(("body", "refiner_checkpoint"), request.refiner_checkpoint,
-                                  f"unknown model; this server has: {', '.join(server.catalog.names())}")
-        request = request.replace(refiner_checkpoint=entry.reference)
-    return request
+    return _catalogue_reference(server, request, "refiner_checkpoint")
+
+
+def _catalogue_reference(server: Server, request: GenerationRequest, field: str) -> GenerationRequest:
+    """The model `field` names (by name or A1111 title), as the catalogue's reference; 422 for one it lacks."""
+    name = getattr(request, field)
+    if name is None:
+        return request
+    entry = server.catalog.find(name)
+    if entry is None:
+        raise FieldErrors.one(("body", field), name,
+                              f"unknown model; this server has: {', '.join(server.catalog.names())}")
+    return request.replace(**{field: entry.reference})
 
 
 def store_upload(folder: Path, data_url: str) -> tuple[Path, bool]:
