@@ -44,6 +44,7 @@ def batch(
     lora_dir: o.LoraDir = None,
     vae: o.Vae = None,
     embeddings_dir: o.EmbeddingsDir = None,
+    upscaler_dir: o.UpscalerDir = None,
     compile: o.Compile = None,
     step_cache: o.StepCache = None,
     token_downsampling: o.TokenDownsampling = None,
@@ -79,7 +80,7 @@ def batch(
             raise ValueError("--seed and --seeds: give one (--seeds 0-3 makes one run per seed)")
         settings = load_settings(model=model, model_config_dir=model_config_dir, device=device, dtype=dtype,
                                  memory=memory, rng=rng, loras=lora, lora_dir=lora_dir, vae=vae,
-                                 embeddings_dir=embeddings_dir, compile=compile,
+                                 embeddings_dir=embeddings_dir, upscaler_dir=upscaler_dir, compile=compile,
                                  step_cache=step_cache, token_downsampling=token_downsampling, quantize=quantize)
         defaults = {k: v for k, v in dict(
             negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale, seed=seed, width=width, height=height,
