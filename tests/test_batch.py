@@ -319,3 +319,16 @@ def test_cli_batch_img2img_lines(tiny_model_dir, tmp_path):
     (record,) = done_records(out).values()
     params = parse_infotext(read_infotext(out / record[0]["file"])).params
     assert params["Denoising strength"] == "0.5" and params["Seed"] == "4"
+
+
+def test_cli_batch_hires_lines_and_an_upscaler_the_folder_lacks(tiny_model_dir, tmp_path):
+    hires = {"prompt": "a boat", "seed": 4, "width": 64, "height": 64, "enable_hr": True, "hr_scale": 1.5,
+             "hr_second_pass_steps": 1}
+    prompts = write(tmp_path / "p.jsonl", json.dumps(hires) + "\n" + json.dumps({**hires, "hr_upscaler": "4x-Ultra"}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, batch_args(tiny_model_dir, str(prompts), "--out", str(out)))
+    # The missing upscaler is a bad line, named before anything runs; the good line is made at the hires size.
+    assert result.exit_code == 1 and "p.jsonl:2: hr_upscaler = '4x-Ultra'" in result.stderr, result.output
+    (record,) = done_records(out).values()
+    with Image.open(out / record[0]["file"]) as image:
+        assert image.size == (96, 96) and parse_infotext(image.info["parameters"]).params["Hires upscale"] == "1.5"

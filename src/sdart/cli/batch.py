@@ -15,6 +15,23 @@ import typer
 from sdart.cli import options as o
 
 
+def _set_aside_missing_upscalers(plan, folder) -> None:
+    """Lines whose hires fix names an upscaler model the upscalers folder lacks are bad lines, named before anything
+    runs (as a missing init_image is), not images that fail one by one."""
+    from sdart.batch.plan import LineError
+    from sdart.run.upscale import Upscaling, check_upscaler
+
+    bad: dict[str, LineError] = {}
+    for task in plan.tasks:
+        if task.request.enable_hr and task.source not in bad:
+            try:
+                check_upscaler(task.request.hr_upscaler, Upscaling(folder=folder))
+            except ValueError as exc:
+                bad[task.source] = LineError(task.source, [("hr_upscaler", task.request.hr_upscaler, str(exc))])
+    plan.tasks = [task for task in plan.tasks if task.source not in bad]
+    plan.errors += bad.values()
+
+
 def batch(
     prompt_files: list[Path] = typer.Argument(..., help=".txt (one prompt a line, # comments), .jsonl (request objects) or .csv (header of field names)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: PNGs named by key, and manifest.jsonl. Run again to resume."),
@@ -91,6 +108,7 @@ def batch(
         except ValueError as exc:
             raise ValueError(f"--seeds = {seeds!r}: {exc}") from None
         plan = plan_batch(prompt_files, defaults, model=settings.model, seeds=seed_list)
+        _set_aside_missing_upscalers(plan, settings.upscaler_dir)
         from rich.markup import escape  # prompts may hold [brackets]
 
         for error in plan.errors:
