@@ -259,7 +259,9 @@ class Engine:
 
     def infotext(self, request: GenerationRequest, seed: int, batch_pos: int = 0, batch_size: int = 1,
                  subseed: int = -1) -> str:
-        """The infotext this engine writes for `request`'s image with `seed` (and `subseed`)."""
+        """The infotext this engine writes for `request`'s image with `seed` (and `subseed`), but for what only the
+        run knows: the conditioning's keys (`TI hashes`, `Emphasis`) and whether the refiner took over (a switch it
+        never reaches leaves `Refiner` out)."""
         refiner = self.refiner.loaded if request.refiner_checkpoint and self.refiner is not None else None
         return infotext_for(request, seed, model=self.model, model_extras=self.ready.infotext_extras,
                             batch_pos=batch_pos, batch_size=batch_size, subseed=subseed, refiner=refiner,
