@@ -133,3 +133,15 @@ def test_ray_serve_answers_the_native_jobs_api_on_loopback(ray_cluster, tiny_mod
                     assert got.info["parameters"] == text
     finally:
         serve.delete("sdart")
+
+
+def test_a_pool_the_cluster_cannot_hold_is_named_not_waited_on(ray_cluster, tiny_model_dir, tmp_path, monkeypatch):
+    """Three 1-CPU actors on the 2-CPU cluster: the third never starts; the run says why instead of hanging."""
+    monkeypatch.setattr("sdart.batch.ray.ACTOR_START_TIMEOUT_S", 5)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red fox\n")
+    result = CliRunner().invoke(app, cli_args(tiny_model_dir, prompts, tmp_path / "out", "--ray", "auto",
+                                              "--workers", "3"))
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.stderr.split())
+    assert "Ray did not start 3 worker(s) within 5 s" in message and "--workers 3 × 1 CPU" in message

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from sdart.settings import Settings
 
 
+ACTOR_START_TIMEOUT_S = 600  # model loads included
+
 # --- batch: Ray Data -----------------------------------------------------------------------------------------
 
 
@@ -48,6 +50,10 @@ def ray_executor(settings: Settings, folder: Path, *, workers: int = 1, gpus_per
         cpus = 1.0 if cpus_per_worker is None else cpus_per_worker
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the CLI draws one overall bar
+        # The pool starts work once all its actors have loaded the model, so the first images are spread over
+        # them (else the first one ready takes every image until the others are), and a cluster that can't hold
+        # `workers` actors is said, not waited on forever.
+        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         # One task per block and per call: a finished image is recorded as soon as it exists, and an idle
         # actor can take the next image (a block of many would be stuck behind one actor).
         rows = [{"task": task.to_json()} for task in tasks]
@@ -62,8 +68,13 @@ def ray_executor(settings: Settings, folder: Path, *, workers: int = 1, gpus_per
             num_cpus=cpus,
             num_gpus=gpus,
         )
-        for row in results.iter_rows():
-            yield json.loads(row["record"])
+        try:
+            for row in results.iter_rows():
+                yield json.loads(row["record"])
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeError(f"Ray did not start {workers} worker(s) within {ACTOR_START_TIMEOUT_S} s: the cluster "
+                               f"lacks the resources for --workers {workers} × {cpus:g} CPU and {gpus:g} GPU "
+                               "(--cpus-per-worker, --gpus-per-worker)") from None
 
     return execute
 
