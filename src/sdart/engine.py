@@ -204,13 +204,14 @@ class Engine:
         request = request or GenerationRequest.parse(fields)
         self._ensure_model(request)
         result = GenerationResult(self.resolve_request(request))
-        result.warnings = self.prompt_loras(result.request).warnings
+        loras = self.prompt_loras(result.request)
+        result.warnings = loras.warnings
         bar = None
         if on_step is None and progress is not False:
             on_step, bar = tqdm_callback()
         batch_timings: list[dict[str, float]] = []
         try:
-            for batch in self.iter_batches(result.request, on_step=on_step, cancel=cancel):
+            for batch in self._run(result.request, loras, on_step=on_step, cancel=cancel):
                 result.add(batch)
                 batch_timings.append(batch.timings)
         except GenerationCancelled:
@@ -234,8 +235,13 @@ class Engine:
         self._ensure_model(request)
         # 2. Resolve size, seeds and strength (a no-op for a resolved request).
         request = self.resolve_request(request)
-        # 3. The prompt's LoRA tags, looked up before anything runs; the refiner, when the request has one.
-        loras = self.prompt_loras(request)
+        # 3. The prompt's LoRA tags, looked up before anything runs.
+        yield from self._run(request, self.prompt_loras(request), on_step=on_step, cancel=cancel,
+                             finish_batch=finish_batch)
+
+    def _run(self, request: GenerationRequest, loras: PromptLoras, *, on_step: StepCallback | None,
+             cancel: Cancel, finish_batch: Callable[[], bool] | None = None) -> Iterator[Batch]:
+        """A resolved request's batches with its looked-up LoRAs."""
         for warning in loras.warnings:
             log.warning("%s", warning)
         refiner = self._ensure_refiner(request)

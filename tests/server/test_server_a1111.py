@@ -191,3 +191,14 @@ def test_txt2img_hires_fix_returns_the_hires_size_and_names_a_missing_upscaler(l
     # find upscaler named …").
     missing = live_server.client.post("/sdapi/v1/txt2img", json={**payload, "hr_upscaler": "R-ESRGAN 4x+"})
     assert missing.status_code == 422 and "hr_upscaler" in missing.text and "R-ESRGAN 4x+" in missing.text
+
+
+def test_txt2img_info_reports_the_variation_seeds_each_image_took(live_server):
+    payload = {"prompt": "a lighthouse", "steps": 1, "width": 64, "height": 64, "seed": 5, "batch_size": 2,
+               "subseed": 40, "subseed_strength": 0.5, "seed_resize_from_w": 0}
+    response = live_server.client.post("/sdapi/v1/txt2img", json=payload)
+    assert response.status_code == 200, response.text
+    info = json.loads(response.json()["info"])
+    # A1111: with a variation strength every image keeps the seed and the subseed counts up.
+    assert (info["all_seeds"], info["all_subseeds"], info["subseed"]) == ([5, 5], [40, 41], 40)
+    assert info["subseed_strength"] == 0.5 and info["seed_resize_from_w"] == 0

@@ -15,6 +15,7 @@ import io
 import json
 import re
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +29,7 @@ from sdart.models.vaes import find_vaes
 from sdart.server import a1111_lists, a1111_options
 from sdart.server.a1111_options import StateDep
 from sdart.server.a1111_payload import Context, Reading, echoed_parameters, json_body, read_payload
-from sdart.server.admission import Server, lora_warnings, submit
+from sdart.server.admission import Server, submit
 from sdart.server.errors import FieldErrors
 from sdart.server.native import find_job, get_server
 from sdart.server.store import ImageRecord, Job
@@ -50,9 +51,7 @@ def _context(server: Server, state: a1111_options.A1111State) -> Context:
 async def _queue(server: Server, state: a1111_options.A1111State, payload: dict, reading: Reading) -> Job:
     """Queue the request; the LoRA tags it names that the LoRA folder lacks join what is not applied (A1111 draws
     without them too)."""
-    job = await run_in_threadpool(submit, server, reading.request, "a1111")
-    lenient = reading.request.replace(missing_lora="warn")
-    reading.not_applied += await run_in_threadpool(lora_warnings, server, lenient)
+    job = await run_in_threadpool(partial(submit, server, reading.request, "a1111", not_applied=reading.not_applied))
     overrides = payload.get("override_settings")
     if isinstance(overrides, dict) and payload.get("override_settings_restore_afterwards") is False:
         state.persist(server, overrides, reading.overridden)
@@ -135,17 +134,19 @@ def _b64_file(path: Path) -> str:
 def _info(server: Server, request: Any, records: list[ImageRecord], interrupted: bool, reading: Reading) -> dict[str, Any]:
     """A1111's `Processed.js()` fields that clients read."""
     seeds = [r.seed for r in records]
+    subseeds = [request.image_seeds(r.position)[1] for r in records]  # A1111: each image's variation seed
     return {
         "prompt": request.prompt, "all_prompts": [request.prompt] * len(records),
         "negative_prompt": request.negative_prompt, "all_negative_prompts": [request.negative_prompt] * len(records),
         "seed": seeds[0] if seeds else request.seed, "all_seeds": seeds,
-        "subseed": -1, "all_subseeds": [-1] * len(records), "subseed_strength": 0,
+        "subseed": subseeds[0] if subseeds else request.subseed, "all_subseeds": subseeds,
+        "subseed_strength": request.subseed_strength,
         "width": request.width, "height": request.height, "sampler_name": request.sampler_name,
         "scheduler": request.scheduler, "cfg_scale": request.cfg_scale, "steps": request.steps,
         "batch_size": request.batch_size, "clip_skip": request.clip_skip, "restore_faces": False,
         "sd_model_name": server.engine.model.spec.name, "sd_model_hash": server.engine.model.hash,
-        "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-        "denoising_strength": request.denoising_strength if request.init_image else None,
+        "seed_resize_from_w": request.seed_resize_from_w, "seed_resize_from_h": request.seed_resize_from_h,
+        "denoising_strength": request.denoising_strength if request.init_image or request.enable_hr else None,
         "extra_generation_params": reading.extra_generation_params(), "index_of_first_image": 0,
         "infotexts": [r.infotext for r in records], "styles": reading.styles, "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "is_using_inpainting_conditioning": False,
         "interrupted": interrupted,

@@ -74,8 +74,10 @@ def lora_warnings(server: Server, request: GenerationRequest) -> list[str]:
         raise FieldErrors.from_request_error(exc) from None
 
 
-def submit(server: Server, request: GenerationRequest, source: str) -> Job:
-    """Check, queue and wake the worker; FieldErrors (422, or 429 when the queue is full) otherwise.
+def submit(server: Server, request: GenerationRequest, source: str, *,
+           not_applied: list[str] | None = None) -> Job:
+    """Check, queue and wake the worker; FieldErrors (422, or 429 when the queue is full) otherwise. What the
+    request's `<lora:…>` tags leave out (A1111's API draws without a LoRA it can't find) is added to `not_applied`.
 
     An img2img picture (and inpainting mask) arrives as a data: URL and is queued as a stored file. Every check but
     the queue's length comes before a picture is stored; a request refused for a full queue removes what it created.
@@ -88,7 +90,9 @@ def submit(server: Server, request: GenerationRequest, source: str) -> Job:
     request = _check_passes(server, request)
     if source == "a1111":  # A1111 draws without a LoRA it can't find and says so; its API keeps that
         request = request.replace(missing_lora="warn")
-    lora_warnings(server, request)
+    warnings = lora_warnings(server, request)
+    if not_applied is not None:
+        not_applied += warnings
     pictures = {name: getattr(request, name) for name in PICTURE_FIELDS if getattr(request, name)}
     for name, value in pictures.items():
         if not is_data_url(value):  # clients never name files on the server
