@@ -5,6 +5,7 @@ AOTInductor package (tests/test_compile_build.py builds real ones)."""
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -262,3 +263,38 @@ def test_a_swapped_weight_is_given_to_the_package_again(monkeypatch, tmp_path):
     decoder.conv_in.weight = original  # the run is over: the original goes back, and so does the package's
     runner(z)
     assert runner.loader.given[-1] == {"model.conv_in.weight": original.data_ptr()}
+
+
+def test_on_cuda_a_swapped_weight_drops_the_captured_graphs(monkeypatch):
+    """A replayed CUDA graph never calls the package, so the dispatcher hands a swapped weight over itself and
+    captures again; with nothing swapped the graph is replayed as it is."""
+    from sdart.speed import cudagraphs
+
+    captures = []
+
+    def fake_replay(graphs, runner, tensors):
+        key = tuple(t.shape for t in tensors)
+        if key not in graphs:
+            graphs[key] = "graph"
+            captures.append(key)
+        return tensors[0]
+
+    class Runner:
+        def __init__(self):
+            self.swapped = False
+
+        def give_weights(self):
+            swapped, self.swapped = self.swapped, False
+            return swapped
+
+    monkeypatch.setattr(cudagraphs, "replay", fake_replay)
+    dispatcher = compiled_module.Dispatcher.__new__(compiled_module.Dispatcher)
+    dispatcher.target = SimpleNamespace(device=torch.device("cuda"))
+    dispatcher._cuda_graphs = {}
+    runner, z = Runner(), torch.zeros(1, 4, 8, 8)
+    dispatcher._run(runner, (z,))
+    dispatcher._run(runner, (z,))
+    assert len(captures) == 1  # captured once, replayed after
+    runner.swapped = True  # a LoRA run swapped a weight in
+    dispatcher._run(runner, (z,))
+    assert len(captures) == 2 and not runner.swapped

@@ -147,7 +147,8 @@ class PackageRunner:
         self.given: dict[str, tuple[torch.Tensor, int]] = {}
         self.give_weights(check_full_update=True)
 
-    def give_weights(self, *, check_full_update: bool = False) -> None:
+    def give_weights(self, *, check_full_update: bool = False) -> bool:
+        """Give the package the weights replaced since it was last told; whether there were any."""
         changed = {}
         for name, module, attr in self.bindings:
             tensor = getattr(module, attr)
@@ -158,6 +159,7 @@ class PackageRunner:
         if changed:
             # (constants, use the inactive buffer, check that all are given, user-managed: no copy, copy to device)
             self.loader.load_constants(changed, False, check_full_update, True, False)
+        return bool(changed)
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         self.give_weights()

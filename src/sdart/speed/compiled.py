@@ -101,6 +101,10 @@ class Dispatcher:
             return runner(*tensors)
         from sdart.speed.cudagraphs import replay
 
+        # A replayed graph never calls the runner, and reads the weights at the addresses it was captured with: a
+        # weight swapped since (a request's LoRA tags) is given to the package and the graphs captured again.
+        if runner.give_weights():
+            self._cuda_graphs.clear()
         return replay(self._cuda_graphs, runner, tensors)
 
     def inputs(self, *args, **kwargs) -> tuple[torch.Tensor, ...] | None:
