@@ -249,15 +249,21 @@ def test_cli_hires_options(tiny_model_dir, tmp_path):
 
 
 def test_an_upscaler_model_from_the_folder_runs_and_an_unknown_one_is_named_before_the_first_pass(tiny_model_dir,
-                                                                                                 tmp_path):
+                                                                                                 tmp_path,
+                                                                                                 monkeypatch):
     from sdart.engine import Engine
+    from sdart.upscalers import pixel
     from sdart.settings import Settings
     from sdart.upscalers.tiny import save_tiny_upscaler
 
     save_tiny_upscaler(tmp_path / "ups" / "4x-tiny.pth", "ESRGAN")
     engine = Engine(str(tiny_model_dir), settings=Settings(device="cpu", dtype="float32",
                                                            upscaler_dir=tmp_path / "ups"))
-    result = hires(engine, hr_upscaler="4x-tiny", hr_second_pass_steps=1)  # a 4× model asked for 1.5×
+    ran = []  # the model itself upscales each first-pass picture (not a resize under its name)
+    monkeypatch.setattr(pixel, "upscale_with_model", lambda image, model, target, _run=pixel.upscale_with_model,
+                        **options: ran.append((image.size, target)) or _run(image, model, target, **options))
+    result = hires(engine, hr_upscaler="4x-tiny", hr_second_pass_steps=1, batch_size=2)  # a 4× model asked for 1.5×
+    assert ran == [((64, 64), (96, 96))] * 2
     assert result.images[0].size == (96, 96)
     assert parse_infotext(result.infotexts[0]).params["Hires upscaler"] == "4x-tiny"
     steps = []

@@ -168,6 +168,26 @@ def test_the_pixel_upscalers_are_pil_resizes(name, resample):
     assert upscale(image, name, size=(64, 40)).size == (64, 40)
 
 
+def test_built_in_names_match_in_any_case_as_hires_fix_takes_them():
+    image = picture(30, 20)
+    assert upscale(image, "lanczos", 2) == upscale(image, "Lanczos", 2)
+    assert upscale(image, " NEAREST", 2) == image.resize((60, 40), Image.Resampling.NEAREST)
+
+
+def test_two_models_used_in_turn_are_each_read_once(model_dir, monkeypatch):
+    """The extras tab's upscaler_1 and upscaler_2 alternate picture after picture: both stay loaded."""
+    from sdart.upscalers import files
+
+    files._load_cached.cache_clear()
+    reads = []
+    monkeypatch.setattr(files, "read_model", lambda path, _read=files.read_model: reads.append(path) or _read(path))
+    first, second = "4x-tiny-Compact", "2x-tiny-SPAN"
+    for _ in range(2):
+        for name in (first, second):
+            upscale(picture(16, 16), name, 2, folder=model_dir, tile=0, dtype="float32")
+    assert sorted(path.stem for path in reads) == sorted([first, second])
+
+
 def test_bad_sizes_and_tiles_name_the_value():
     with pytest.raises(ValueError, match="scale = 1000: gives a 30000×20000 picture"):
         upscale(picture(30, 20), "Lanczos", 1000)

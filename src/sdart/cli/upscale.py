@@ -72,9 +72,9 @@ def _step(upscaler: str, scale: float | None, width: int | None, height: int | N
     """The ExtrasUpscale the options ask for, and the one side ("width"/"height", pixels) to scale each picture to
     when only one is given."""
     from sdart.upscalers.extras import ExtrasUpscale
-    from sdart.upscalers.names import NONE
+    from sdart.upscalers.names import NONE, canonical_name
 
-    if upscaler == NONE:
+    if canonical_name(upscaler) == NONE:
         raise ValueError(f"--upscaler {NONE}: does nothing; use Lanczos for a plain resize, or a model")
     if scale is not None and (width is not None or height is not None):
         raise ValueError("--scale: give a scale or --width/--height, not both")

@@ -26,8 +26,9 @@ from sdart.run.postprocess import check_safety, composite_through_mask
 from sdart.run.progress import BatchSteps, GenerationCancelled, StepCallback, StepProgress
 from sdart.run.refiner import Switch, refiner_pass, switch_point
 from sdart.run.result import Batch
-from sdart.run.upscale import Upscaling, check_upscaler, is_latent
+from sdart.run.upscale import Upscaling, check_upscaler
 from sdart.speed.memory import release_freed_memory
+from sdart.upscalers.names import is_latent_mode
 
 
 class PassPrompts(NamedTuple):
@@ -162,7 +163,7 @@ class Run:
 
     def _batch(self, iteration: int, seeds: list[int], subseeds: list[int]) -> Batch:
         request = self.request
-        hires_in_latents = request.enable_hr and is_latent(request.hr_upscaler)
+        hires_in_latents = request.enable_hr and is_latent_mode(request.hr_upscaler)
         # 1. One generator per image, so that each image depends only on its own seeds, on any batch size.
         generators = [torch.Generator(self.rng_device).manual_seed(seed) for seed in seeds]
         steps = BatchSteps(self.planned)

@@ -8,8 +8,9 @@ import torch
 
 from sdart.run.noise import Variation, batch_noise
 from sdart.run.passes import PassCall, fitting_schedule, latent_shape, noise_dtype, scheduler_for
-from sdart.run.upscale import Upscaling, is_latent, upscale_latents, upscale_picture
+from sdart.run.upscale import Upscaling, upscale_latents, upscale_picture
 from sdart.sampling.samplers import effective_schedule, find_sampler
+from sdart.upscalers.names import is_latent_mode
 
 
 def hires_sampler(request) -> tuple[str, str]:
@@ -52,7 +53,7 @@ def hires_pass(pipe, request, first_output, *, seeds: list[int], subseeds: list[
     size = request.hires_size(pipe.vae_scale_factor)
     steps, strength = hires_steps(request.hr_second_pass_steps or request.steps, request.denoising_strength,
                                   ready.base_scheduler_config.get("num_train_timesteps", 1000))
-    if is_latent(request.hr_upscaler):
+    if is_latent_mode(request.hr_upscaler):
         image = upscale_latents(first_output, request.hr_upscaler, size)
     else:
         image = [upscale_picture(picture, request.hr_upscaler, size, upscaling) for picture in first_output]

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sdart.run.hires_size import HiresSize
-from sdart.upscalers.names import LATENT_UPSCALE_MODES, PIXEL_UPSCALERS
-
-BUILT_IN = (*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS)
+from sdart.upscalers.names import BUILT_IN, LATENT_UPSCALE_MODES, canonical_name, is_latent_mode
 
 
 @dataclass(frozen=True)
@@ -31,14 +29,7 @@ def find_upscaler(name: Any) -> str:
         return "Latent"
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"must name an upscaler: {', '.join(BUILT_IN)} or an upscaler model")
-    for known in BUILT_IN:
-        if known.lower() == name.strip().lower():
-            return known
-    return name.strip()
-
-
-def is_latent(name: str) -> bool:
-    return name in LATENT_UPSCALE_MODES
+    return canonical_name(name)
 
 
 def upscale_latents(latents, name: str, size: HiresSize):
@@ -57,7 +48,7 @@ def check_upscaler(name: str, upscaling: Upscaling) -> None:
     a model's file is found, not read)."""
     from sdart.upscalers.pixel import check_upscaler as check_pixel_upscaler
 
-    if not is_latent(name):
+    if not is_latent_mode(name):
         try:
             check_pixel_upscaler(name, upscaling.folder)
         except ValueError as exc:

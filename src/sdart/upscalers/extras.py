@@ -18,7 +18,7 @@ from PIL import Image
 
 from sdart.images.infotext import PNG_KEY, add_parameters, parse_infotext, quote
 from sdart.upscalers.files import UpscalerError
-from sdart.upscalers.names import NONE
+from sdart.upscalers.names import NONE, canonical_name
 from sdart.upscalers.pixel import check_upscaler, target_size, upscale
 from sdart.upscalers.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
@@ -37,6 +37,11 @@ class ExtrasUpscale:
     width: int = 512
     height: int = 512
     crop: bool = True  # resize_mode 1: centre-crop to exactly width × height
+
+    def __post_init__(self) -> None:  # built-in names in A1111's spelling, whatever case the client sent
+        for field in ("upscaler_1", "upscaler_2"):
+            if isinstance(getattr(self, field), str):
+                object.__setattr__(self, field, canonical_name(getattr(self, field)))
 
 
 @dataclass(frozen=True)

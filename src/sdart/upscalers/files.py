@@ -112,7 +112,7 @@ _load_lock = threading.Lock()
 
 def load_upscaler(path: str | Path, device: torch.device, dtype: str = "auto") -> ImageModelDescriptor:
     """The model in `path` on `device`, in eval mode, in `dtype` ("auto": the device's fast precision where the
-    architecture allows it, see `choose_dtype`); the last one loaded is kept for the next call. UpscalerError when
+    architecture allows it, see `choose_dtype`); the last two loaded are kept for the next calls. UpscalerError when
     the file is not an image-to-image model spandrel can load here."""
     path = Path(path)
     stat = path.stat()
@@ -120,7 +120,7 @@ def load_upscaler(path: str | Path, device: torch.device, dtype: str = "auto") -
         return _load_cached(path.absolute(), stat.st_mtime_ns, stat.st_size, str(device), dtype)
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)  # the extras tab's upscaler_1 and upscaler_2, picture after picture
 def _load_cached(path: Path, mtime_ns: int, size: int, device: str, dtype: str) -> ImageModelDescriptor:
     import torch
 

@@ -25,5 +25,15 @@ def upscaler_names(folder: str | Path | None) -> list[str]:
     return [*PIXEL_UPSCALERS, *(f.name for f in list_upscaler_files(folder))]
 
 
+BUILT_IN = (*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS)
+
+
+def canonical_name(name: str) -> str:
+    """A built-in upscaler's own spelling for `name` in any case (A1111 clients send "lanczos" as well); any other
+    name, an upscaler model's, stripped."""
+    folded = name.strip().lower()
+    return next((known for known in BUILT_IN if known.lower() == folded), name.strip())
+
+
 def is_latent_mode(name: str) -> bool:
     return name in LATENT_UPSCALE_MODES

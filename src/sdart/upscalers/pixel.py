@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from sdart.upscalers.files import UpscalerError, UpscalerFile, find_upscaler_file, load_upscaler
-from sdart.upscalers.names import NONE, PIXEL_UPSCALERS, is_latent_mode
+from sdart.upscalers.names import NONE, PIXEL_UPSCALERS, canonical_name, is_latent_mode
 from sdart.upscalers.tiles import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, run_tiled_within_memory
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ def upscale(image: Image.Image, name: str, scale: float | None = None, *, size: 
     UpscalerError (a ValueError) names the upscaler or file that is wrong; ValueError names scale, size, tile, overlap.
     """
     # 1. Check inputs.
+    name = canonical_name(name)
     file = check_upscaler(name, folder)
     target = target_size(image.size, scale, size)
     check_tiling(tile, overlap)
@@ -77,6 +78,7 @@ def upscale(image: Image.Image, name: str, scale: float | None = None, *, size: 
 def check_upscaler(name: str, folder: str | Path | None) -> UpscalerFile | None:
     """The model file `name` stands for, None for a pixel upscaler; UpscalerError for anything else (cheap: the
     file is not read)."""
+    name = canonical_name(name)
     if name in _RESAMPLE:
         return None
     if is_latent_mode(name):
