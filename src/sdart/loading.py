@@ -77,8 +77,6 @@ def speed_options(settings: Settings, memory: str) -> SpeedOptions:
     return SpeedOptions(
         channels_last=settings.channels_last,
         fuse_qkv=settings.fuse_qkv and memory == "balanced",
-        compile=settings.compile,
-        compile_cache_dir=settings.compile_cache_dir,
         threads=settings.threads,
         step_cache=settings.step_cache,
         token_downsampling=settings.token_downsampling,

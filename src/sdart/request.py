@@ -302,10 +302,6 @@ class GenerationRequest(BaseModel):
         return hires_size(self.width, self.height, self.hr_scale, self.hr_resize_x, self.hr_resize_y,
                           latent_scale=latent_scale)
 
-    @property
-    def uses_variation(self) -> bool:
-        return self.subseed_strength > 0 or (self.seed_resize_from_w > 0 and self.seed_resize_from_h > 0)
-
     def image_seeds(self, index: int) -> tuple[int, int]:
         """(seed, subseed) of image `index` of the run, as A1111 counts them: with variation seeds every image
         keeps the seed and the subseed counts up; otherwise the seed counts up."""

@@ -114,8 +114,6 @@ def encode_prompt(pipe: Any, prompt: str, negative_prompt: str = "", *, steps: i
     # 1. Check inputs.
     if emphasis not in EMPHASIS_MODES:
         raise ValueError(f"emphasis must be one of {', '.join(map(repr, EMPHASIS_MODES))}, got {emphasis!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
     encoders = text_encoders(pipe)
     layers = min(int(encoder.model.config.num_hidden_layers) for encoder in encoders)
     if not 1 <= clip_skip <= layers:

@@ -63,13 +63,6 @@ class LowRank:
         scale = (self.alpha / rank if self.alpha is not None else 1.0) * multiplier
         return self.up.flatten(1)[:, :keep].float() * scale, self.down.flatten(1)[:keep].float()
 
-    def delta(self, shape: torch.Size, dyn: int | None = None) -> torch.Tensor:
-        """ΔW in float32, shaped `shape` (the target weight or rows of it), at multiplier 1."""
-        up, down = self.factors(dyn)
-        if up.shape[0] * down.shape[1] != shape.numel():
-            raise ValueError(f"a LoRA layer of {up.shape[0]}×{down.shape[1]} does not fit a weight of {tuple(shape)}")
-        return (up @ down).reshape(shape)
-
 
 @dataclass(frozen=True)
 class LoraLayers:

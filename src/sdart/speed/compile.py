@@ -22,7 +22,6 @@ from sdart.speed.artifacts import ArtifactKey, config_digest, device_kind
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("unet", "vae-decoder")
 TEXT_TOKENS = 77  # one CLIP chunk (75 tokens + BOS/EOS); longer prompts run eager
 
 

@@ -156,11 +156,6 @@ class CompiledComponents:
             target.module.forward = dispatcher  # nn.Module.__call__ looks up the instance attribute first
             self.dispatchers[target.component] = dispatcher
 
-    def detach(self) -> None:
-        for target in self.targets:
-            if isinstance(target.module.__dict__.get("forward"), Dispatcher):
-                del target.module.forward
-
     def refresh(self) -> None:
         for dispatcher in self.dispatchers.values():
             dispatcher.refresh()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -17,8 +16,6 @@ class SpeedOptions:
 
     channels_last: bool = True
     fuse_qkv: bool = True
-    compile: str = "never"  # never, auto or always (sdart.speed.compiled)
-    compile_cache_dir: Path | None = None
     threads: int | None = None
     # These three change the image (measured in benchmarks/RESULTS.md): off by default.
     step_cache: int = 0  # DeepCache-style reuse of deep UNet features; N = run the full UNet every N steps
