@@ -98,6 +98,24 @@ def test_a_folder_sorts_files_by_whether_they_fit(tmp_path, sd15, caplog):
     }
 
 
+def test_a_folder_is_read_once_per_model_width_until_a_file_changes(tmp_path, monkeypatch):
+    """A base and its refiner ask for different widths, job after job: each set is read once, not every time."""
+    from sdart.conditioning import embeddings
+
+    save_a1111(tmp_path / "fits.pt", torch.ones(2, 32))
+    reads = []
+    monkeypatch.setattr(embeddings, "read_embedding",
+                        lambda path, _read=embeddings.read_embedding: reads.append(path.name) or _read(path))
+    folder = embeddings.EmbeddingFolder(tmp_path)
+    base, refiner = {"clip_l": 32, "clip_g": 64}, {"clip_g": 64}
+    for _ in range(3):
+        folder.for_model(base), folder.for_model(refiner)
+    assert reads == ["fits.pt"] * 2
+    save_a1111(tmp_path / "more.pt", torch.ones(1, 64))  # a new file: read again
+    folder.for_model(base)
+    assert sorted(reads[2:]) == ["fits.pt", "more.pt"]
+
+
 def test_sdxl_takes_only_sdxl_files(tmp_path, sdxl):
     save_a1111(tmp_path / "sd1.pt", torch.ones(2, 32))
     save_file({"clip_l": torch.ones(1, 32), "clip_g": torch.ones(1, 64)}, tmp_path / "xl.safetensors")

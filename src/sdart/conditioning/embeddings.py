@@ -188,7 +188,8 @@ def _embedding_files(directory: Path) -> list[Path]:
 
 def folder_signature(directory: str | Path) -> tuple[tuple[str, int, int], ...]:
     """What changes when a file under the folder is added, removed or rewritten (so the folder is read again)."""
-    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in _embedding_files(Path(directory)))
+    stats = ((p, p.stat()) for p in _embedding_files(Path(directory)))
+    return tuple((str(p), stat.st_size, stat.st_mtime_ns) for p, stat in stats)
 
 
 def _describe(vectors: Mapping[str, torch.Tensor]) -> str:
@@ -207,10 +208,14 @@ class EmbeddingFolder:
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise FileNotFoundError(f"embeddings_dir {str(self.directory)!r} is not a folder")
-        self._last: tuple[Any, Embeddings] | None = None
+        self._signature: Any = None
+        self._sorted: dict[tuple, Embeddings] = {}  # per encoder widths (a base and its refiner differ)
 
     def for_model(self, widths: Mapping[str, int]) -> Embeddings:
-        key = (folder_signature(self.directory), tuple(sorted(widths.items())))
-        if self._last is None or self._last[0] != key:
-            self._last = (key, Embeddings.scan(self.directory, widths))
-        return self._last[1]
+        signature = folder_signature(self.directory)
+        if signature != self._signature:
+            self._signature, self._sorted = signature, {}
+        key = tuple(sorted(widths.items()))
+        if key not in self._sorted:
+            self._sorted[key] = Embeddings.scan(self.directory, widths)
+        return self._sorted[key]
