@@ -28,9 +28,9 @@ from sdart.run.infotext import infotext_for
 from sdart.run.loras import infotext_extras, request_loras
 from sdart.run.progress import Cancel, GenerationCancelled, StepCallback, StepProgress, cancel_check, tqdm_callback
 from sdart.run.result import Batch, GenerationResult, summarise_timings
-from sdart.run.upscale import Upscaling
 from sdart.settings import Settings, load_settings
 from sdart.speed.device import pick_device, pick_dtype
+from sdart.upscalers.extras import Runner
 
 # Importable from here as they always were: the results and progress a run hands to its caller.
 __all__ = ["Batch", "Engine", "GenerationCancelled", "GenerationResult", "StepCallback", "StepProgress",
@@ -70,8 +70,8 @@ class Engine:
         self._lock = threading.Lock()
         self.ready: ReadyModel
         self.refiner: ReadyModel | None = None  # the last refiner asked for, kept for the next request
-        self.upscaling = Upscaling(self.settings.upscaler_dir, self.settings.upscaler_tile,
-                                   self.settings.upscaler_overlap, self.device)  # hires fix's upscaler models
+        self.upscaling = Runner(self.settings.upscaler_dir, self.settings.upscaler_tile,  # hires fix's upscalers
+                                self.settings.upscaler_overlap, str(self.device), self.settings.dtype)
         self.load(model or self.settings.model)
 
     # --- model -------------------------------------------------------------------------------------------

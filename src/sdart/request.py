@@ -23,7 +23,6 @@ from pydantic import (
 )
 
 from sdart.run.hires_size import HiresSize, hires_size
-from sdart.run.upscale import find_upscaler
 from sdart.sampling.samplers import (
     DEFAULT_SAMPLER,
     effective_schedule,
@@ -31,6 +30,7 @@ from sdart.sampling.samplers import (
     find_schedule_type,
     parse_sampler_name,
 )
+from sdart.upscalers.names import find_upscaler
 
 MAX_SEED = 2**63 - 1  # A1111 and Civitai write seeds past 2**32; torch generators and SQLite take 64-bit ones.
 MAX_RANDOM_SEED = 2**32 - 1  # a random seed is drawn below 2**32, as A1111 draws them

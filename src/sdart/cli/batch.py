@@ -19,13 +19,13 @@ def _set_aside_missing_upscalers(plan, folder) -> None:
     """Lines whose hires fix names an upscaler model the upscalers folder lacks are bad lines, named before anything
     runs (as a missing init_image is), not images that fail one by one."""
     from sdart.batch.plan import LineError
-    from sdart.run.upscale import Upscaling, check_upscaler
+    from sdart.run.upscale import check_upscaler
 
     bad: dict[str, LineError] = {}
     for task in plan.tasks:
         if task.request.enable_hr and task.source not in bad:
             try:
-                check_upscaler(task.request.hr_upscaler, Upscaling(folder=folder))
+                check_upscaler(task.request.hr_upscaler, folder)
             except ValueError as exc:
                 bad[task.source] = LineError(task.source, [("hr_upscaler", task.request.hr_upscaler, str(exc))])
     plan.tasks = [task for task in plan.tasks if task.source not in bad]

@@ -34,12 +34,12 @@ def _hires_upscaler_here(request, settings, image):
     """An image's hires upscaler model that this machine lacks (--from): the hires pass upscales with Lanczos instead,
     and the user is told (as a missing model is)."""
     from sdart.cli.from_image import drop_model
-    from sdart.run.upscale import Upscaling, check_upscaler
+    from sdart.run.upscale import check_upscaler
 
     if not request.enable_hr:
         return request
     try:
-        check_upscaler(request.hr_upscaler, Upscaling(folder=settings.upscaler_dir))
+        check_upscaler(request.hr_upscaler, settings.upscaler_dir)
     except ValueError:
         err.print(f"[yellow]note:[/] the image was upscaled with {escape(repr(request.hr_upscaler))}, which is not "
                   "in the upscalers folder here; the hires pass uses Lanczos (pass --hires-upscaler or "

@@ -26,8 +26,9 @@ from sdart.run.postprocess import check_safety, composite_through_mask
 from sdart.run.progress import BatchSteps, GenerationCancelled, StepCallback, StepProgress
 from sdart.run.refiner import Switch, refiner_pass, switch_point
 from sdart.run.result import Batch
-from sdart.run.upscale import Upscaling, check_upscaler
+from sdart.run.upscale import check_upscaler
 from sdart.speed.memory import release_freed_memory
+from sdart.upscalers.extras import Runner
 from sdart.upscalers.names import is_latent_mode
 
 
@@ -58,7 +59,7 @@ class Run:
                  rng: str, safety_checker: bool, on_step: StepCallback | None, is_cancelled: Callable[[], bool],
                  finish_batch: Callable[[], bool] = lambda: False, loras: PromptLoras | None = None,
                  embeddings: Embeddings | None = None, refiner: ReadyModel | None = None,
-                 refiner_embeddings: Embeddings | None = None, upscaling: Upscaling | None = None):
+                 refiner_embeddings: Embeddings | None = None, upscaling: Runner | None = None):
         self.ready = ready
         self.request = request
         # The prompt's `<lora:…>` tags are applied to the weights (Engine), not read by the text encoder; the
@@ -89,9 +90,9 @@ class Run:
             self.pipe = ready.twin("inpaint")
         # The passes after it: hires fix redraws through the img2img twin; the refiner takes over the last pass.
         self.hires_pipe = None
-        self.upscaling = upscaling or Upscaling(device=device)
+        self.upscaling = upscaling or Runner(device=str(device))
         if request.enable_hr:
-            check_upscaler(request.hr_upscaler, self.upscaling)
+            check_upscaler(request.hr_upscaler, self.upscaling.folder)
             self.hires_pipe = ready.twin("img2img")
         self.refiner = refiner
         self.switch = self._refiner_switch() if refiner is not None else None

@@ -8,8 +8,9 @@ import torch
 
 from sdart.run.noise import Variation, batch_noise
 from sdart.run.passes import PassCall, fitting_schedule, latent_shape, noise_dtype, scheduler_for
-from sdart.run.upscale import Upscaling, upscale_latents, upscale_picture
+from sdart.run.upscale import upscale_latents, upscale_picture
 from sdart.sampling.samplers import effective_schedule, find_sampler
+from sdart.upscalers.extras import Runner
 from sdart.upscalers.names import is_latent_mode
 
 
@@ -47,7 +48,7 @@ def hires_prompts(request, prompt: str) -> tuple[str, str]:
 
 
 def hires_pass(pipe, request, first_output, *, seeds: list[int], subseeds: list[int], ready, rng_device,
-               upscaling: Upscaling, prompt: str, conditioning, until: float | None = None) -> PassCall:
+               upscaling: Runner, prompt: str, conditioning, until: float | None = None) -> PassCall:
     """The hires pass of one batch from the first pass's output: latents (B, C, h, w) for the latent upscalers,
     pictures otherwise. `prompt`, `conditioning`: the hires prompt (hires_prompts) and its encoding."""
     size = request.hires_size(pipe.vae_scale_factor)

@@ -116,7 +116,7 @@ def _check_passes(server: Server, request: GenerationRequest) -> GenerationReque
     (A1111: "could not find upscaler named …"); the refiner's name becomes the catalogue's reference."""
     if request.enable_hr:
         try:
-            check_upscaler(request.hr_upscaler, server.engine.upscaling)
+            check_upscaler(request.hr_upscaler, server.settings.upscaler_dir)
         except ValueError as exc:
             raise FieldErrors.one(("body", "hr_upscaler"), request.hr_upscaler, str(exc)) from None
     return _catalogue_reference(server, request, "refiner_checkpoint")

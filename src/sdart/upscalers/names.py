@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sdart.upscalers.files import list_upscaler_files
 
@@ -37,3 +38,13 @@ def canonical_name(name: str) -> str:
 
 def is_latent_mode(name: str) -> bool:
     return name in LATENT_UPSCALE_MODES
+
+
+def find_upscaler(name: Any) -> str:
+    """The upscaler's canonical spelling (built-in names match in any case); any other name is an upscaler
+    model's, looked up when the run needs it. None means A1111's default, "Latent"."""
+    if name is None:
+        return "Latent"
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"must name an upscaler: {', '.join(BUILT_IN)} or an upscaler model")
+    return canonical_name(name)
