@@ -95,6 +95,15 @@ def _split_combined(data: dict[str, Any], name_keys: tuple[str, ...], schedule_k
     return {**data, name_key: sampler.name, schedule_key: implied}
 
 
+_TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")
+
+
+def checkpoint_name(title: str) -> str:
+    """A1111 names a checkpoint by its title, "name [hash]" (infotext, API clients, its short or full hash): the
+    name finds it."""
+    return _TITLE_HASH.sub("", title.strip())
+
+
 class GenerationRequest(BaseModel):
     """What to generate. `width`/`height` of None mean "the model's native size"; seed -1 means random."""
 
@@ -217,8 +226,7 @@ class GenerationRequest(BaseModel):
     def _no_refiner(cls, value: str | None) -> str | None:
         if value is None or value in ("", "None", "none"):  # A1111's spellings of "no refiner"
             return None
-        # A1111 names a checkpoint by its title, "name [short hash]" (infotext, API clients): the name finds it.
-        return re.sub(r"\s*\[[0-9a-fA-F]{8,12}\]$", "", value)
+        return checkpoint_name(value)
 
     @field_validator("seed_resize_from_w", "seed_resize_from_h")
     @classmethod

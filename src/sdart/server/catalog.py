@@ -7,11 +7,11 @@ reaches `sdart.models.resolve`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sdart.engine import Engine
 from sdart.models.resolve import builtin_models, resolve
+from sdart.request import checkpoint_name
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,6 @@ class ModelEntry:
     hash: str | None  # A1111 short hash; known for the loaded model only (hashing others means reading them)
 
 
-_TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")  # A1111 titles are "name [hash]"
 
 
 class ModelCatalog:
@@ -44,7 +43,7 @@ class ModelCatalog:
 
     def find(self, name: str) -> ModelEntry | None:
         """The entry named `name` (its name, reference or A1111 title), or None."""
-        wanted = _TITLE_HASH.sub("", name.strip())
+        wanted = checkpoint_name(name)
         for entry in self.entries():
             if wanted in (entry.name, entry.reference):
                 return entry
