@@ -323,6 +323,26 @@ def test_a_tag_applies_to_its_own_job_only_and_the_infotext_names_it(tag_engine)
     assert f'Lora hashes: "pencil: {tag_engine.lora_folder.find("trained").short_hash}"' in alias_result.infotexts[0]
 
 
+def test_on_a_compiled_unet_tags_are_refused_or_named_and_left_out(tag_engine):
+    """The engine's own check reaches the tags: strict front ends refuse, A1111's API draws without and says so."""
+    from sdart.request import GenerationRequest, RequestError
+    from sdart.run.loras import request_loras
+
+    unet = tag_engine.ready.pipeline.unet
+    unet._orig_mod = object()  # what torch.compile's wrapper carries
+    try:
+        request = GenerationRequest.parse(prompt="a fox <lora:ink:0.8>")
+        settings = dict(memory="balanced", device=torch.device("cpu"))
+        with pytest.raises(RequestError) as caught:
+            request_loras(request, tag_engine.lora_folder, tag_engine.ready, **settings)
+        assert caught.value.errors[0][0] == "prompt" and "--compile" in caught.value.errors[0][2]
+        lenient = request_loras(request.replace(missing_lora="warn"), tag_engine.lora_folder, tag_engine.ready,
+                                **settings)
+        assert lenient.loras == [] and any("ink" in w and "not applied" in w for w in lenient.warnings)
+    finally:
+        del unet._orig_mod
+
+
 def test_an_unknown_name_is_an_error_naming_it_and_the_folder_or_a_warning_on_request(tag_engine, lora_dir):
     from sdart.request import RequestError
 
