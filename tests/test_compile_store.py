@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,16 @@ def test_a_bad_compile_mode_is_named():
 def test_compile_size_is_checked(text):
     result = CliRunner().invoke(app, ["compile", "builtin:shapes", "--size", text])
     assert result.exit_code == 2 and "--size" in result.stderr and repr(text) in result.stderr
+
+
+def test_clear_leaves_a_build_in_progress_and_removes_one_whose_process_is_gone(tmp_path):
+    store = ArtifactStore(tmp_path / "cache")
+    store.root.mkdir(parents=True)
+    live = store.root / f"unet-abc.partial-{os.getpid()}"  # this process: a build still running
+    dead = store.root / "unet-def.partial-999999999"  # no such process: an interrupted build's leftover
+    temporary = store.root / f"unet-abc.{os.getpid()}.pt2"  # a running build's file beside its folder
+    for folder in (live, dead):
+        folder.mkdir()
+    temporary.write_bytes(b"x")
+    assert store.clear() == [dead]
+    assert live.is_dir() and temporary.is_file() and not dead.exists()

@@ -185,11 +185,14 @@ class ArtifactStore:
         return max(builds, key=lambda a: a.created or 0).build_s if builds else None
 
     def clear(self, *, stale_only: bool = False, device_kinds: set[str] | None = None) -> list[Path]:
-        """Remove artifacts (only the stale ones with `stale_only`) and leftovers of interrupted builds."""
+        """Remove artifacts (only the stale ones with `stale_only`) and leftovers of interrupted builds; a build
+        still running (its process alive) keeps its folder and files."""
         removed = []
         if not self.root.is_dir():
             return removed
         for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or _building(folder):
+                continue
             artifact = self._read(folder)
             if stale_only and artifact is not None and not artifact.stale_reasons(device_kinds):
                 continue
@@ -207,3 +210,17 @@ class ArtifactStore:
         except (OSError, ValueError):
             return None
         return Artifact(folder, meta.get("key", {}), meta.get("build_s"), meta.get("created"), size)
+
+
+def _building(folder: Path) -> bool:
+    """Whether `folder` is the unfinished package of a build whose process still runs ("<key>.partial-<pid>")."""
+    _, marker, pid = folder.name.rpartition(".partial-")
+    if not marker or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
