@@ -160,3 +160,61 @@ def test_sdxl_int8_load_quantizes_both_text_encoders(tiny_sdxl_dir):
         layers = list(getattr(loaded.pipeline, name).modules())
         assert any(isinstance(m, Int8Linear) for m in layers), name
         assert not any(type(m) is torch.nn.Linear for m in layers), name
+
+
+def test_weights_read_ahead_build_the_same_pipeline(fp16_variant_dir, monkeypatch):
+    """prefetch_weights reads the UNet's and VAE's files in its thread (the variant load() tries first), and load()
+    builds them from what it read: the same tensors as reading them itself."""
+    import sdart.models.prefetch
+    import sdart.models.streaming
+    from sdart.models.load import prefetch_weights
+
+    spec, layout = resolve(str(fp16_variant_dir)), WeightLayout(channels_last=True)
+    plain = load(spec, torch.bfloat16, layout=layout).pipeline
+    read_here, read_ahead = [], []
+    for module, calls in ((sdart.models.streaming, read_here), (sdart.models.prefetch, read_ahead)):
+        real = module.converted_tensors
+        monkeypatch.setattr(module, "converted_tensors",
+                            lambda path, *a, real=real, calls=calls, **kw: calls.append(path) or real(path, *a, **kw))
+    prefetch = prefetch_weights(spec, torch.bfloat16, layout)
+    try:
+        ahead = load(spec, torch.bfloat16, layout=layout, prefetch=prefetch).pipeline
+    finally:
+        prefetch.close()
+    assert [(p.parent.name, p.name) for p in read_ahead] == [
+        ("unet", "diffusion_pytorch_model.fp16.safetensors"), ("vae", "diffusion_pytorch_model.fp16.safetensors")]
+    assert read_here == []
+    for name in ("unet", "vae"):
+        a, b = getattr(plain, name).state_dict(), getattr(ahead, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].stride() == b[k].stride() for k in a)
+
+
+def test_a_read_error_ahead_reaches_the_reader(tiny_model_dir, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from sdart.models.prefetch import WeightPrefetch
+
+    broken = tmp_path / "unet.safetensors"
+    data = _unet_file(tiny_model_dir).read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    prefetch = WeightPrefetch([broken], torch.float32, channels_last=False)
+    try:
+        with pytest.raises(StreamLoadError, match="truncated"):
+            load_model(UNet2DConditionModel, tiny_model_dir / "unet", broken, torch.float32,
+                       tensors=prefetch.tensors(broken))
+        assert prefetch.tensors(broken) is None  # each file is handed out once
+    finally:
+        prefetch.close()
+
+
+def test_no_read_ahead_for_int8_or_a_replaced_vae(tiny_model_dir):
+    from sdart.models.load import prefetch_weights
+
+    spec = resolve(str(tiny_model_dir))
+    assert prefetch_weights(spec, torch.float32, WeightLayout(int8=True)) is None  # quantized as it arrives
+    prefetch = prefetch_weights(spec, torch.float32, WeightLayout(), replaced_vae=True)
+    try:
+        assert prefetch.tensors(tiny_model_dir / "vae" / "diffusion_pytorch_model.safetensors") is None
+        assert prefetch.tensors(_unet_file(tiny_model_dir)) is not None
+    finally:
+        prefetch.close()

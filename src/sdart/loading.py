@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sdart.models.load import LoadedModel, WeightLayout, load, load_vae
+from sdart.models.load import LoadedModel, WeightLayout, load, load_vae, prefetch_weights
 from sdart.models.lora import LoraRef, apply_loras, infotext_value
 from sdart.models.loraswitch import LoraSwitch
 from sdart.models.resolve import resolve
@@ -87,7 +87,6 @@ def speed_options(settings: Settings, memory: str) -> SpeedOptions:
 def prepare_model(reference: str, settings: Settings, *, device: torch.device, dtype: torch.dtype, memory: str,
                   speed: SpeedOptions, loras: list[LoraRef], safety_checker: bool) -> ReadyModel:
     """Load `reference` and make it ready on `device`; ModelLoadError explains failures."""
-    quiet_libraries()
     spec = resolve(reference, settings.model_config_dir)
     started = time.perf_counter()
     if device.type == "cpu" and memory in ("low", "minimal"):
@@ -95,8 +94,15 @@ def prepare_model(reference: str, settings: Settings, *, device: torch.device, d
     # int8 while streaming only without LoRA: adapters fuse into full-precision weights (quantized afterwards).
     layout = WeightLayout(int8=speed.quantize == "int8" and not loras, channels_last=speed.channels_last)
     vae_file = settings.vae if settings.vae and is_vae_file(settings.vae) else None
-    vae = load_vae(settings.vae, dtype) if settings.vae and not vae_file else None
-    loaded = load(spec, dtype, safety_checker=safety_checker, layout=layout, vae=vae)
+    # The weights are read on another core while diffusers is imported (the first model of a process).
+    prefetch = prefetch_weights(spec, dtype, layout, replaced_vae=bool(settings.vae) and not vae_file)
+    try:
+        quiet_libraries()
+        vae = load_vae(settings.vae, dtype) if settings.vae and not vae_file else None
+        loaded = load(spec, dtype, safety_checker=safety_checker, layout=layout, vae=vae, prefetch=prefetch)
+    finally:
+        if prefetch is not None:
+            prefetch.close()
     pipe = loaded.pipeline
     if vae_file:  # a single-file VAE (A1111's VAE folder) takes the model's VAE config
         pipe.vae = load_vae_file(vae_file, pipe.vae, dtype)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from sdart.models.errors import ModelLoadError, _chain, _is_offline, classify_error
+from sdart.models.prefetch import WeightPrefetch
 from sdart.models.resolve import _HUB_ID, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -111,17 +112,19 @@ class WeightLayout:
 
 
 def load(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool = False,
-         layout: WeightLayout = WeightLayout(), vae=None) -> LoadedModel:
+         layout: WeightLayout = WeightLayout(), vae=None, prefetch: WeightPrefetch | None = None) -> LoadedModel:
     """Load the pipeline on the CPU in `dtype`; the caller moves it to its device.
 
     Where the UNet's and VAE's weights are single local safetensors files they are streamed in as `layout` says.
-    `vae`: a replacement VAE (load_vae); the model's own is then not loaded at all.
+    `vae`: a replacement VAE (load_vae); the model's own is then not loaded at all. `prefetch`: those files read
+    ahead (prefetch_weights).
     """
     try:
         if spec.source == "single_file":
             pipeline = _load_single_file(spec, dtype, vae=vae)
         else:
-            pipeline = _load_pretrained(spec, dtype, safety_checker=safety_checker, layout=layout, vae=vae)
+            pipeline = _load_pretrained(spec, dtype, safety_checker=safety_checker, layout=layout, vae=vae,
+                                        prefetch=prefetch)
     except ModelLoadError:
         raise
     except Exception as exc:  # every loader failure is classified; the original stays on __cause__
@@ -162,23 +165,25 @@ def _family(pipeline) -> str:
     return "sd2" if pipeline.text_encoder.config.hidden_act == "gelu" else "sd1"
 
 
-def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool, layout: WeightLayout, vae=None):
+def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: bool, layout: WeightLayout, vae=None,
+                     prefetch: WeightPrefetch | None = None):
     kwargs: dict[str, Any] = {"dtype": dtype}
     if vae is not None:
         kwargs["vae"] = vae
     if not safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
-    if dtype != torch.float32 and _may_have_fp16_variant(spec):
+    if _first_variant(spec, dtype):
         try:
-            return _from_pretrained(spec, "fp16", layout, kwargs)
+            return _from_pretrained(spec, "fp16", layout, kwargs, prefetch)
         except (OSError, ValueError) as exc:
             if "variant" not in str(exc) and not _is_missing_entry(exc):
                 raise
             log.info("no fp16 weights variant for %s; loading the default weights", spec.reference)
-    return _from_pretrained(spec, None, layout, kwargs)
+    return _from_pretrained(spec, None, layout, kwargs, prefetch)
 
 
-def _from_pretrained(spec: ModelSpec, variant: str | None, layout: WeightLayout, kwargs: dict[str, Any]):
+def _from_pretrained(spec: ModelSpec, variant: str | None, layout: WeightLayout, kwargs: dict[str, Any],
+                     prefetch: WeightPrefetch | None):
     """diffusers' loader for the pipeline, with the UNet and VAE (most of the weights) streamed in by
     sdart.streaming where each is one local safetensors file."""
     from diffusers import AutoencoderKL, AutoPipelineForText2Image, UNet2DConditionModel
@@ -191,7 +196,7 @@ def _from_pretrained(spec: ModelSpec, variant: str | None, layout: WeightLayout,
         if name in kwargs:  # given by the caller
             continue
         model = _stream_component(spec, name, cls, variant, kwargs["dtype"], int8=layout.int8,
-                                  channels_last=layout.channels_last)
+                                  channels_last=layout.channels_last, prefetch=prefetch)
         if model is not None:
             kwargs[name] = model
     return AutoPipelineForText2Image.from_pretrained(spec.location, **kwargs)
@@ -221,24 +226,49 @@ def _int8_text_encoders(spec: ModelSpec, variant: str | None, dtype: torch.dtype
     return encoders
 
 
-def _stream_component(spec: ModelSpec, name: str, cls, variant: str | None, dtype: torch.dtype, **options: bool):
+def _stream_component(spec: ModelSpec, name: str, cls, variant: str | None, dtype: torch.dtype, *, int8: bool,
+                      channels_last: bool, prefetch: WeightPrefetch | None):
     from sdart.models.streaming import StreamLoadError, load_model
 
-    filename = f"{name}/diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors"
-    if spec.source == "hub":  # only from the local cache: downloading stays with diffusers
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(spec.location, filename)
-        weights = Path(cached) if isinstance(cached, str) else None
-    else:
-        weights = Path(spec.location) / filename
+    weights = _component_file(spec, name, variant)
     if weights is None or not weights.is_file():
         return None
+    tensors = prefetch.tensors(weights) if prefetch is not None else None
     try:
-        return load_model(cls, weights.parent, weights, dtype, **options)
+        return load_model(cls, weights.parent, weights, dtype, int8=int8, channels_last=channels_last, tensors=tensors)
     except StreamLoadError as exc:
         log.info("streaming the %s of %s failed (%s); diffusers loads it", name, spec.reference, exc)
         return None
+
+
+def _component_file(spec: ModelSpec, name: str, variant: str | None) -> Path | None:
+    """Where component `name`'s one safetensors file is (None for a hub model not in the local cache: downloading
+    stays with diffusers)."""
+    filename = f"{name}/diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors"
+    if spec.source != "hub":
+        return Path(spec.location) / filename
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec.location, filename)
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def prefetch_weights(spec: ModelSpec, dtype: torch.dtype, layout: WeightLayout, *,
+                     replaced_vae: bool = False) -> WeightPrefetch | None:
+    """Start reading the UNet and VAE files that load() will stream first, before diffusers is even imported
+    (sdart.models.prefetch). Not with int8 weights: those are quantized tensor by tensor as they arrive, and a
+    read-ahead would hold them in full precision. The caller closes it once the model is loaded."""
+    if layout.int8 or spec.source == "single_file":
+        return None
+    variant = "fp16" if _first_variant(spec, dtype) else None
+    names = ("unet",) if replaced_vae else ("unet", "vae")
+    files = [path for name in names if (path := _component_file(spec, name, variant)) is not None and path.is_file()]
+    return WeightPrefetch(files, dtype, layout.channels_last) if files else None
+
+
+def _first_variant(spec: ModelSpec, dtype: torch.dtype) -> bool:
+    """Whether the fp16 weights variant is tried first (the half of the bytes of SD's hub repos)."""
+    return dtype != torch.float32 and _may_have_fp16_variant(spec)
 
 
 def _may_have_fp16_variant(spec: ModelSpec) -> bool:

@@ -13,7 +13,7 @@ import json
 import logging
 import struct
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -70,32 +70,41 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
             yield name, torch.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
+def converted_tensors(path: Path, dtype: torch.dtype,
+                      channels_last: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """iter_tensors with floating tensors cast to `dtype` (4-D ones laid out channels_last if asked, so that
+    converting the model later copies nothing), handing the freed read buffers back to the OS as it goes."""
+    from sdart.speed.memory import release_freed_memory
+
+    since_trim = 0
+    for name, tensor in iter_tensors(path):
+        since_trim += tensor.numel() * tensor.element_size()
+        if since_trim > TRIM_EVERY_BYTES:  # conversion temporaries pile up in glibc's heap otherwise (0.5 GB)
+            release_freed_memory(collect=False)
+            since_trim = 0
+        if tensor.is_floating_point():
+            layout = torch.channels_last if channels_last and tensor.dim() == 4 else torch.contiguous_format
+            tensor = tensor.to(dtype=dtype, memory_format=layout)
+        yield name, tensor
+
+
 def load_model(cls, config_dir: Path, weights: Path, dtype: torch.dtype, *, int8: bool = False,
-               channels_last: bool = False):
+               channels_last: bool = False, tensors: Iterable[tuple[str, torch.Tensor]] | None = None):
     """Build `cls` (a diffusers ModelMixin) from `config_dir`'s config on the meta device and fill it from `weights`.
 
-    Floating tensors are cast to `dtype` (4-D ones laid out channels_last if asked, so that converting the model
-    later copies nothing); with `int8`, Linear/Conv2d weights become int8 as they arrive (sdart.quant), so the
+    Tensors come from converted_tensors(weights, ...), or as `tensors` already converted (read ahead by
+    sdart.models.prefetch). With `int8`, Linear/Conv2d weights become int8 as they arrive (sdart.quant), so the
     full-precision layer never exists. Raises StreamLoadError when the file's tensors are not exactly the model's.
     """
-    from sdart.speed.memory import release_freed_memory
     from sdart.speed.quant import int8_replacement
 
     with torch.device("meta"):
         model = cls.from_config(cls.load_config(config_dir))
     expected = set(model.state_dict())
-    since_trim = 0
-    for name, tensor in iter_tensors(weights):
-        since_trim += tensor.numel() * tensor.element_size()
-        if since_trim > TRIM_EVERY_BYTES:  # conversion temporaries pile up in glibc's heap otherwise (0.5 GB)
-            release_freed_memory(collect=False)
-            since_trim = 0
+    for name, tensor in tensors if tensors is not None else converted_tensors(weights, dtype, channels_last):
         if name not in expected:
             raise StreamLoadError(f"{weights.name}: tensor {name} is not part of {cls.__name__}")
         expected.discard(name)
-        if tensor.is_floating_point():
-            layout = torch.channels_last if channels_last and tensor.dim() == 4 else torch.contiguous_format
-            tensor = tensor.to(dtype=dtype, memory_format=layout)
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name)
         replacement = int8_replacement(module, tensor, dtype) if int8 and attr == "weight" else None
