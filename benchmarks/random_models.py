@@ -110,6 +110,16 @@ def sd15_folder(directory: str | Path | None = None, *, device: str = "cpu") -> 
     return folder
 
 
+def load_unet(folder: str | Path, dtype: torch.dtype):
+    """The UNet of a diffusers folder in `dtype`, from its fp16 variant when it has one (sd15_folder's do; a tiny
+    test model saved by sdart.testing has only the fp32 file)."""
+    from diffusers import UNet2DConditionModel
+
+    unet = Path(folder) / "unet"
+    variant = "fp16" if (unet / "diffusion_pytorch_model.fp16.safetensors").is_file() else None
+    return UNet2DConditionModel.from_pretrained(unet, variant=variant, dtype=dtype).eval()
+
+
 TAESD_PARAMS = 2_445_063  # madebyollin/taesd (encoder + decoder), diffusers AutoencoderTiny's default config
 
 

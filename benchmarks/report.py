@@ -82,6 +82,18 @@ def unet_ab(ab: dict) -> str:
         median = r.get("median_s", r.get("mean_s"))
         lines.append(f"| {r['variant']} | {', '.join(map(str, r['unet_call_s']))} | {median} "
                      f"| {r.get('x_vs_first', r.get('x_vs_fp32'))} | {_fmt(r.get('build_s'))} |")
+    for r in ab["rows"]:
+        if "vs_torch_fp32" in r:  # the OpenVINO peer
+            check = r["vs_torch_fp32"]
+            lines += ["", f"{r['variant']}: OpenVINO {r['openvino']}, converted in {r['convert_s']} s and compiled in "
+                          f"{r['compile_s']} s, {r['INFERENCE_NUM_THREADS']} threads; output against torch fp32: max "
+                          f"abs diff {check['max_abs_diff']} (largest value {check['reference_max_abs']})."]
+    if "openvino_process" in ab:
+        o = ab["openvino_process"]
+        lines += ["", f"OpenVINO-only process (load, convert, compile, then {len(o['calls_s'])} calls): peak RSS "
+                      f"{o['peak_rss_convert_gib']} GiB up to the conversion, {o['peak_rss_calls_gib']} GiB during the "
+                      f"calls once the torch model was freed; converted in {o['convert_s']} s, compiled in "
+                      f"{o['compile_s']} s."]
     return "\n".join(lines)
 
 
