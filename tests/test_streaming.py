@@ -218,3 +218,20 @@ def test_no_read_ahead_for_int8_or_a_replaced_vae(tiny_model_dir):
         assert prefetch.tensors(_unet_file(tiny_model_dir)) is not None
     finally:
         prefetch.close()
+
+
+def test_the_read_ahead_thread_leaves_torch_threads_alone(tiny_model_dir):
+    """The read-ahead converts on one OpenMP thread of its own; the loading thread and threads started later keep
+    torch's thread count (torch.set_num_threads would have changed the process-wide default)."""
+    import threading
+
+    from sdart.models.load import prefetch_weights
+
+    before = torch.get_num_threads()
+    prefetch = prefetch_weights(resolve(str(tiny_model_dir)), torch.float32, WeightLayout())
+    prefetch.close()
+    later = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert torch.get_num_threads() == before and later == [before]

@@ -9,6 +9,7 @@ the process holds no more than it would have.
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import threading
 from pathlib import Path
@@ -47,6 +48,7 @@ class WeightPrefetch:
         self._order.clear()
 
     def _read_all(self) -> None:
+        _one_openmp_thread_here()
         for path, q in self._order:
             try:
                 for item in converted_tensors(path, self._dtype, self._channels_last):
@@ -70,3 +72,15 @@ class WeightPrefetch:
         finally:
             if not finished:
                 self._abandoned.add(path)
+
+
+def _one_openmp_thread_here() -> None:
+    """Convert on this thread alone: the other core is importing diffusers, and an OpenMP team of two, one thread
+    of it sharing that core, made the conversions take 3.6 s instead of 1.1 (py-spy on SD 1.5). omp_set_num_threads
+    sets the calling thread's own team size (torch.set_num_threads would change every new thread's default too).
+    Best effort: without a libgomp to call (macOS, Windows), the conversions use torch's threads."""
+    torch.get_num_threads()  # torch sets this thread's team size on its first parallel call: let it do so first
+    try:
+        ctypes.CDLL("libgomp.so.1").omp_set_num_threads(1)  # the runtime torch loaded (matched by its soname)
+    except (OSError, AttributeError):
+        pass
