@@ -101,7 +101,10 @@ def submit(server: Server, request: GenerationRequest, source: str, *,
     created: list[Path] = []
     try:
         for name, value in pictures.items():
-            path, new = store_upload(server.inputs_dir, value)
+            try:
+                path, new = store_upload(server.inputs_dir, value)
+            except ValueError as exc:  # its header reads but its pixels don't: truncated, corrupt
+                raise FieldErrors.one(("body", name), value, str(exc)) from None
             created += [path] if new else []
             request = request.replace(**{name: str(path)})
         return _queue(server, request, source)
