@@ -45,3 +45,26 @@ def test_a_truncated_picture_is_refused_naming_its_field_and_nothing_is_stored(s
     assert a1111.status_code == 422, a1111.text
     assert "not a readable image" in a1111.json()["detail"][0]["msg"]
     assert set(inputs.glob("*")) == before  # the good picture stored first is removed with the refusal
+
+
+def test_each_picture_is_decoded_once_per_request(server, monkeypatch):
+    """The base64 text of a picture and of a mask is decoded once, however often the request is checked on its way
+    to the queue (model, refiner and LoRA references, the stored file's path): what is decoded is passed on."""
+    client, _ = server
+    picture, mask = png_b64(3), png_b64(4)
+    decoded: list[str] = []
+    b64decode = base64.b64decode
+
+    def counting(text, *args, **kwargs):
+        decoded.append({picture: "picture", mask: "mask"}.get(text, "other"))
+        return b64decode(text, *args, **kwargs)
+
+    monkeypatch.setattr(base64, "b64decode", counting)
+    a1111 = client.post("/sdapi/v1/img2img", json={**FIELDS, "init_images": [picture], "mask": mask})
+    assert a1111.status_code == 200, a1111.text
+    assert sorted(name for name in decoded if name != "other") == ["mask", "picture"]
+    decoded.clear()
+    native = client.post("/api/v1/jobs", json={**FIELDS, "init_image": f"data:image/png;base64,{picture}",
+                                               "mask": f"data:image/png;base64,{mask}"})
+    assert native.status_code == 202, native.text
+    assert sorted(name for name in decoded if name != "other") == ["mask", "picture"]
