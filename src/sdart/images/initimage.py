@@ -21,8 +21,8 @@ MAX_PIXELS = 50_000_000
 
 
 def open_init_image(source: str | Path) -> Image.Image:
-    """The picture (a file path or a base64 data: URL) as upright RGB, EXIF orientation applied. ValueError says
-    what is wrong."""
+    """The picture (a file path or a base64 data: URL) as upright RGB, EXIF orientation applied, its texts kept in
+    `info` (a PNG's `parameters`, …). ValueError says what is wrong."""
     readable = _readable(source)  # a data: URL is decoded once
     _check_header(readable)
     try:
