@@ -7,6 +7,8 @@ modules/shared_options.py).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sdart import a1111_fields as fields
 from sdart.request import GenerationRequest
 
@@ -58,6 +60,18 @@ def test_settings_map_to_request_fields_or_are_named():
     assert mapped == {"clip_skip": 2, "model": "m [abc]"}
     assert notes == ["ENSD", "not_a_setting"]  # ENSD: its infotext label; samples_format png is A1111's default
 
+
+
+def test_options_json_is_read_once_for_the_settings_and_their_infotext_keys(monkeypatch):
+    fields._options_file.cache_clear()
+    fields.option_infotext_keys.cache_clear()
+    read: list[str] = []
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda path, *a, **kw: read.append(path.name) or read_text(path, *a, **kw))
+    assert fields.a1111_options()["eta_noise_seed_delta"] == 0
+    assert fields.option_infotext_keys()["ENSD"] == "eta_noise_seed_delta"
+    assert fields.options_to_fields({"eta_noise_seed_delta": 31337}) == ({}, ["ENSD"])
+    assert read.count("options.json") == 1
 
 def test_infotext_keys_to_fields_and_the_ones_not_applied():
     params = {"Steps": "20", "Sampler": "DPM++ 2M", "Schedule type": "Karras", "CFG scale": "7.5", "Seed": "123",

@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from sdart.images.infotext import format_infotext, parse_infotext, png_info, read_infotext
+from sdart.images.infotext import format_infotext, hashes_value, parse_infotext, png_info, read_infotext
 from sdart.request import GenerationRequest
 
 BASE = dict(steps=25, sampler_name="DPM++ 2M Karras", scheduler="Automatic", cfg_scale=7.0, seed=42, width=512,
@@ -44,6 +44,16 @@ def test_values_with_separators_are_json_quoted():
     assert 'Model: "C:/models/a, b"' in text
     assert parse_infotext(text).params["Model"] == "C:/models/a, b"
 
+
+
+def test_hashes_are_written_as_a1111_writes_ti_and_lora_hashes():
+    """`name: hash, …` (TI hashes and Lora hashes alike): `:` and `,` leave the names, a name is written once."""
+    assert hashes_value([("add_detail", "7c6bad76eb54"), ("style:v2, ink", "0123abcd4567"),
+                         ("add_detail", "7c6bad76eb54")]) == "add_detail: 7c6bad76eb54, stylev2 ink: 0123abcd4567"
+    assert hashes_value([]) is None
+    ti_hashes = hashes_value({"myemb": "339cc9210f70"}.items())
+    line = format_infotext(prompt="a fox", negative_prompt="", **BASE, extra={"TI hashes": ti_hashes})
+    assert parse_infotext(line).params["TI hashes"] == "myemb: 339cc9210f70"
 
 def test_parses_an_infotext_written_by_a1111():
     a1111 = (

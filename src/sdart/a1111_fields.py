@@ -160,16 +160,20 @@ SETTING_KEYS = {"Step cache": "step_cache", "Token downsampling": "token_downsam
 
 
 @cache
+def _options_file() -> dict[str, Any]:
+    """a1111_data/options.json, read once: A1111's settings (`options`) and their infotext keys (`infotext`)."""
+    return json.loads((DATA_DIR / "options.json").read_text())
+
+
 def a1111_options() -> dict[str, Any]:
     """A1111's every setting and its default (`/sdapi/v1/options`)."""
-    return json.loads((DATA_DIR / "options.json").read_text())["options"]
+    return _options_file()["options"]
 
 
 @cache
 def option_infotext_keys() -> dict[str, str]:
     """Infotext key → A1111 setting (`Clip skip` → `CLIP_stop_at_last_layers`, `ENSD` → `eta_noise_seed_delta`)."""
-    labels = json.loads((DATA_DIR / "options.json").read_text())["infotext"]
-    return {key: option for option, key in labels.items()}
+    return {key: option for option, key in _options_file()["infotext"].items()}
 
 
 @cache
@@ -240,7 +244,7 @@ def _script_asks(value: Any) -> bool:
 def options_to_fields(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A1111 settings (override_settings) → request fields, and the settings that ask for something sdart does not
     do (a value other than A1111's default), named by their infotext label where they have one."""
-    labels = {option: key for key, option in option_infotext_keys().items()}
+    labels = _options_file()["infotext"]  # A1111 setting → its infotext key
     defaults = a1111_options()
     fields: dict[str, Any] = {}
     notes: list[str] = []

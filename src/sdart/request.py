@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -175,15 +176,20 @@ class GenerationRequest(BaseModel):
         data = _split_combined(data, ("sampler_name", "sampler"), ("scheduler", "schedule_type"))
         return _split_combined(data, ("hr_sampler_name",), ("hr_scheduler",))
 
-    @field_validator(*PICTURE_FIELDS)
+    @field_validator(*PICTURE_FIELDS, mode="wrap")
     @classmethod
-    def _readable_image(cls, value: str | None, info: ValidationInfo) -> str | None:
-        # A stored request (a job's history) stays readable after its picture is gone; running it checks again.
-        if value is not None and not (info.context or {}).get("stored"):
-            from sdart.images.initimage import check_init_image
+    def _readable_image(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> str | None:
+        """A path's header is checked; a data: URL is decoded (and its header checked) once: the request keeps it
+        as the DecodedDataUrl holding its bytes, which `replace` and whatever opens the picture then read."""
+        from sdart.images.initimage import DecodedDataUrl, check_init_image
 
-            check_init_image(value)
-        return value
+        if isinstance(value, DecodedDataUrl):  # checked when it was decoded
+            return value
+        value = handler(value)
+        # A stored request (a job's history) stays readable after its picture is gone; running it checks again.
+        if value is None or (info.context or {}).get("stored"):
+            return value
+        return check_init_image(value)
 
     @field_validator("width", "height")
     @classmethod

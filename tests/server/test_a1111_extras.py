@@ -99,6 +99,27 @@ def test_upscaler_none_returns_the_picture_unchanged(client):
     assert decoded(response.json()["image"]).size == (40, 24) and response.json()["html_info"] == "<p></p>"
 
 
+
+def test_a_picture_is_opened_as_img2img_opens_one_upright_rgb_with_its_texts(client):
+    """One opener for both (initimage.open_init_image): EXIF orientation applied, a palette picture made RGB, the
+    PNG texts kept; pixels that do not read are a 422 naming the picture."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn a quarter clockwise
+    buffer = io.BytesIO()
+    Image.new("P", (40, 24)).save(buffer, format="PNG", pnginfo=png_info(INFOTEXT), exif=exif)
+    response = client.post("/sdapi/v1/extra-single-image",
+                           json={"image": base64.b64encode(buffer.getvalue()).decode(), "upscaler_1": "Nearest"})
+    assert response.status_code == 200, response.text
+    image = decoded(response.json()["image"])
+    assert image.size == (48, 80) and image.mode == "RGB"  # upright 24×40, upscaled 2× (A1111's default)
+    assert image.info["parameters"].startswith(INFOTEXT + ", Postprocess upscale by: 2")
+    cut = base64.b64encode(base64.b64decode(b64_png(40, 24, None))[:300]).decode()
+    truncated = client.post("/sdapi/v1/extra-single-image", json={"image": cut})
+    assert truncated.status_code == 422, truncated.text
+    [error] = truncated.json()["detail"]
+    assert error["loc"] == ["body", "image"] and "not a readable image" in error["msg"], error
+
+
 @pytest.mark.parametrize(("payload", "location", "message"), [
     ({"upscaler_1": "4x-UltraSharp"}, ["body", "upscaler_1"], "no such upscaler"),
     ({"upscaler_1": "Lanczos", "upscaler_2": "nope"}, ["body", "upscaler_2"], "no such upscaler"),

@@ -91,16 +91,13 @@ def _step(upscaler: str, scale: float | None, width: int | None, height: int | N
 def _upscale_one(path: Path, step: Any, one_side: tuple[str, int] | None, runner: Any, folder: Path) -> dict[str, Any]:
     from dataclasses import replace
 
-    from PIL import Image
-
     from sdart.images.initimage import open_init_image
     from sdart.images.output import save_image_as
     from sdart.upscalers.extras import extras_upscale, png_texts
     from sdart.upscalers.files import UpscalerError
 
     picture = open_init_image(path)
-    with Image.open(path) as original:
-        source_info = dict(original.info)
+    source_info = dict(picture.info)  # the source's texts, which the result carries on
     if one_side is not None:  # the factor that takes this picture's side to the one asked for
         side, pixels = one_side
         step = replace(step, scale=pixels / (picture.width if side == "width" else picture.height))

@@ -13,6 +13,7 @@ from sdart.conditioning.chunks import Chunk, EmbeddingWords, empty_chunk, make_c
 from sdart.conditioning.embeddings import Embeddings
 from sdart.conditioning.encoder import DEFAULT_EMPHASIS, EMPHASIS_MODES, TextEncoder, encode_rows, text_encoders
 from sdart.conditioning.parser import Fragment, parse_weights, prompt_schedule
+from sdart.images.infotext import hashes_value
 
 Schedule = list[tuple[int, str]]  # (last step, prompt text), A1111's prompt schedule
 
@@ -70,10 +71,8 @@ class Conditioning:
     def infotext_params(self) -> dict[str, str | None]:
         """A1111's infotext keys for what conditioning applied: `TI hashes` and (when not the default, and the
         prompts hold brackets) `Emphasis`."""
-        hashes = ", ".join(f"{name.replace(':', '').replace(',', '')}: {short}"
-                           for name, short in self.embeddings.items())
         emphasis = self.emphasis if self.emphasis != DEFAULT_EMPHASIS and self.weighted else None
-        return {"TI hashes": hashes or None, "Emphasis": emphasis}
+        return {"TI hashes": hashes_value(self.embeddings.items()), "Emphasis": emphasis}
 
 
 def _text_at(schedule: Schedule, step: int) -> str:

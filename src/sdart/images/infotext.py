@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,15 @@ def unquote(text: str) -> str:
         except json.JSONDecodeError:
             return text
     return text
+
+
+def hashes_value(hashes: Iterable[tuple[str, str]]) -> str | None:
+    """A `TI hashes` / `Lora hashes` value from (name, short hash) pairs, as A1111 writes it: `name: hash, …`, each
+    name without `:` and `,` (they would split the value) and once, with its first hash; None when there are none."""
+    written: dict[str, str] = {}
+    for name, short in hashes:
+        written.setdefault(name.replace(":", "").replace(",", ""), short)
+    return ", ".join(f"{name}: {short}" for name, short in written.items()) or None
 
 
 def _number(value: float) -> str:

@@ -21,8 +21,8 @@ MAX_PIXELS = 50_000_000
 
 
 def open_init_image(source: str | Path) -> Image.Image:
-    """The picture (a file path or a base64 data: URL) as upright RGB, EXIF orientation applied. ValueError says
-    what is wrong."""
+    """The picture (a file path or a base64 data: URL) as upright RGB, EXIF orientation applied, its texts kept in
+    `info` (a PNG's `parameters`, …). ValueError says what is wrong."""
     readable = _readable(source)  # a data: URL is decoded once
     _check_header(readable)
     try:
@@ -33,10 +33,13 @@ def open_init_image(source: str | Path) -> Image.Image:
         raise ValueError(f"not a readable image ({exc})") from None
 
 
-def check_init_image(source: str | Path) -> None:
+def check_init_image(source: str | Path) -> str | Path:
     """Cheap check for request validation: the file exists (or the data: URL decodes) and its header is an
-    image's; pixels are not decoded."""
+    image's; pixels are not decoded. Returns `source`, a data: URL as the DecodedDataUrl holding its bytes."""
+    if is_data_url(source):
+        return decode_data_url(source)  # decode_base64_image checks the header
     _check_header(_readable(source))
+    return source
 
 
 def picture_size(source: str | Path) -> tuple[int, int]:
@@ -49,6 +52,25 @@ def picture_size(source: str | Path) -> tuple[int, int]:
 
 def is_data_url(source: str | Path) -> bool:
     return isinstance(source, str) and source.startswith("data:")
+
+
+class DecodedDataUrl(str):
+    """A data: URL whose base64 has been decoded and found to hold an image's header, carrying the bytes (`raw`):
+    what reads it next reads those, so a picture sent with a request is decoded once however often the request is
+    checked (GenerationRequest keeps it through `replace`). It compares, hashes and serialises as the URL it is."""
+
+    raw: bytes
+
+
+def decode_data_url(value: str) -> DecodedDataUrl:
+    """A base64 image, bare or as a data: URL, decoded: the data: URL (a bare one as PNG's) with its bytes.
+    ValueError says what is wrong."""
+    if isinstance(value, DecodedDataUrl):
+        return value
+    raw = decode_base64_image(value)
+    url = DecodedDataUrl(value if is_data_url(value) else f"data:image/png;base64,{value}")
+    url.raw = raw
+    return url
 
 
 def decode_base64_image(value: str) -> bytes:
@@ -87,7 +109,7 @@ def _check_header(source: Path | io.BytesIO) -> None:
 
 def _readable(source: str | Path) -> Path | io.BytesIO:
     if is_data_url(source):
-        return io.BytesIO(decode_base64_image(source))
+        return io.BytesIO(decode_data_url(source).raw)
     path = Path(source).expanduser()
     if not path.is_file():
         raise ValueError("no such file")

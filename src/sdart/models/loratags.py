@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sdart.conditioning.extra_networks import extract_extra_networks
+from sdart.images.infotext import hashes_value
 from sdart.models.lorafiles import LoraFolder, LoraNotFound
 from sdart.models.loraswitch import AppliedLora
 
@@ -37,13 +38,8 @@ class PromptLoras:
             raise ValueError(self.invalid[0])
 
     def hashes(self) -> str | None:
-        """The infotext's `Lora hashes` value (A1111: `name: shorthash, …`, the name as the tag wrote it with
-        `:` and `,` taken out)."""
-        seen: dict[str, str] = {}
-        for lora in self.loras:
-            name = (lora.mentioned or lora.file.name).replace(":", "").replace(",", "")
-            seen.setdefault(name, lora.file.short_hash)
-        return ", ".join(f"{name}: {short}" for name, short in seen.items()) or None
+        """The infotext's `Lora hashes` value (A1111: `name: shorthash, …`, the name as the tag wrote it)."""
+        return hashes_value((lora.mentioned or lora.file.name, lora.file.short_hash) for lora in self.loras)
 
 
 def find_prompt_loras(prompt: str, negative_prompt: str, folder: LoraFolder) -> PromptLoras:

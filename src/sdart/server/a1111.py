@@ -24,11 +24,10 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from sdart.images.infotext import parse_infotext, read_infotext
-from sdart.images.initimage import decode_base64_image
 from sdart.models.vaes import find_vaes
 from sdart.server import a1111_lists, a1111_options
 from sdart.server.a1111_options import StateDep
-from sdart.server.a1111_payload import Context, Reading, echoed_parameters, json_body, read_payload
+from sdart.server.a1111_payload import Context, Reading, echoed_parameters, json_body, read_payload, read_picture
 from sdart.server.admission import Server, submit
 from sdart.server.errors import FieldErrors
 from sdart.server.native import find_job, get_server
@@ -78,8 +77,9 @@ async def img2img(request: Request, server: ServerDep, state: StateDep) -> dict[
     images = payload.get("init_images")
     if not isinstance(images, list) or not images:
         raise FieldErrors.one(("body", "init_images"), images, "must be a list of base64-encoded images")
-    picture = _data_url(images[0], ("body", "init_images", "0"))
-    mask = _data_url(payload["mask"], ("body", "mask")) if payload.get("mask") else None
+    # Decoded once, here: the request and the stored upload read the bytes the data: URL carries.
+    picture = read_picture(images[0], ("body", "init_images", "0"))
+    mask = read_picture(payload["mask"], ("body", "mask")) if payload.get("mask") else None
     reading = read_payload(payload, _context(server, state), img2img=True, init_image=picture, mask=mask)
     job = await _queue(server, state, payload, reading)
     return await _answer(server, payload, reading, job, img2img=True)
@@ -109,22 +109,6 @@ async def _answer(server: Server, payload: dict, reading: Reading, job: Job, *, 
 async def _until_done(queue: asyncio.Queue) -> None:
     while (await queue.get())["event"] != "done":
         pass
-
-
-def _data_url(value: Any, location: tuple[str, ...]) -> str:
-    """An A1111 base64 picture as a data: URL (refused here, with A1111's field name, if it is not a picture)."""
-    _decode_image(value, location)
-    return value if value.startswith("data:") else f"data:image/png;base64,{value}"
-
-
-def _decode_image(value: Any, location: tuple[str, ...]) -> bytes:
-    """The bytes of a base64 image (optionally a data: URL) whose header is an image's; FieldErrors otherwise."""
-    if not isinstance(value, str) or not value:
-        raise FieldErrors.one(location, value, "must be a base64-encoded image (optionally a data: URL)")
-    try:
-        return decode_base64_image(value)
-    except ValueError as exc:
-        raise FieldErrors.one(location, value, str(exc)) from None
 
 
 def _b64_file(path: Path) -> str:
@@ -190,9 +174,9 @@ async def png_info(request: Request) -> dict[str, Any]:
     """PNG `parameters` text, or a JPEG/WebP's EXIF UserComment, as A1111 reads them; `parameters` is the parsed
     text with A1111's `Size-1`/`Size-2` halves beside every `WxH` value."""
     payload = await json_body(request)
-    raw = _decode_image(payload.get("image") if isinstance(payload, dict) else payload, ("body", "image"))
+    picture = read_picture(payload.get("image") if isinstance(payload, dict) else payload, ("body", "image"))
     try:
-        with Image.open(io.BytesIO(raw)) as image:
+        with Image.open(io.BytesIO(picture.raw)) as image:
             items = {key: value for key, value in image.info.items() if isinstance(value, str)}
             text = read_infotext(image) or ""
     except (OSError, ValueError) as exc:

@@ -14,12 +14,13 @@ import io
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends
-from PIL import Image, ImageOps
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from sdart.images.infotext import png_info
-from sdart.images.initimage import decode_base64_image
+from sdart.images.initimage import open_init_image
+from sdart.server.a1111_payload import read_picture
 from sdart.server.admission import Server
 from sdart.server.errors import FieldErrors
 from sdart.server.native import get_server
@@ -127,19 +128,13 @@ def _parse(model: type[ExtrasRequest], payload: Any) -> Any:
     return request
 
 
-def _open(value: str, location: tuple[str, ...]) -> Image.Image:
-    """A base64 picture (bare or a data: URL), upright, keeping its PNG texts; FieldErrors name `location`."""
-    if not isinstance(value, str) or not value:
-        raise FieldErrors.one(location, value, "must be a base64-encoded image (optionally a data: URL)")
+def _open(value: Any, location: tuple[str, ...]) -> Image.Image:
+    """A base64 picture (bare or a data: URL) as img2img opens one: upright RGB (A1111's extras work on RGB), its
+    PNG texts kept; FieldErrors name `location`."""
     try:
-        with Image.open(io.BytesIO(decode_base64_image(value))) as image:
-            image.load()
-            info = dict(image.info)
-            upright = ImageOps.exif_transpose(image).convert("RGB")  # A1111's extras work on RGB
-    except (ValueError, OSError) as exc:
+        return open_init_image(read_picture(value, location))
+    except ValueError as exc:  # its header reads but its pixels don't
         raise FieldErrors.one(location, value, str(exc)) from None
-    upright.info = info
-    return upright
 
 
 def _upscale_all(server: Server, request: ExtrasRequest, pictures: list[Image.Image]) -> tuple[list[str], str]:

@@ -20,6 +20,7 @@ from starlette.requests import Request
 
 from sdart import a1111_fields
 from sdart.images.infotext import parse_infotext
+from sdart.images.initimage import DecodedDataUrl, decode_data_url
 from sdart.models.vaes import OWN_VAE
 from sdart.request import PICTURE_FIELDS, GenerationRequest, RequestError
 from sdart.sampling.lenient import resolve_a1111
@@ -110,6 +111,17 @@ def _non_finite(value: Any, path: tuple[str, ...]):
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _non_finite(item, (*path, str(index)))
+
+
+def read_picture(value: Any, location: tuple[str, ...]) -> DecodedDataUrl:
+    """An A1111 base64 picture (bare or a data: URL) decoded, as the data: URL a request takes with its bytes;
+    FieldErrors name A1111's field (`location`) when it is no picture."""
+    if not isinstance(value, str) or not value:
+        raise FieldErrors.one(location, value, "must be a base64-encoded image (optionally a data: URL)")
+    try:
+        return decode_data_url(value)
+    except ValueError as exc:
+        raise FieldErrors.one(location, value, str(exc)) from None
 
 
 def read_payload(payload: Any, context: Context, *, img2img: bool = False, init_image: str | None = None,

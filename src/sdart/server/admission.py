@@ -101,7 +101,10 @@ def submit(server: Server, request: GenerationRequest, source: str, *,
     created: list[Path] = []
     try:
         for name, value in pictures.items():
-            path, new = store_upload(server.inputs_dir, value)
+            try:
+                path, new = store_upload(server.inputs_dir, value)
+            except ValueError as exc:  # its header reads but its pixels don't: truncated, corrupt
+                raise FieldErrors.one(("body", name), value, str(exc)) from None
             created += [path] if new else []
             request = request.replace(**{name: str(path)})
         return _queue(server, request, source)
@@ -135,9 +138,9 @@ def _catalogue_reference(server: Server, request: GenerationRequest, field: str)
 
 
 def store_upload(folder: Path, data_url: str) -> tuple[Path, bool]:
-    """An uploaded picture (a base64 data: URL) as PNG in `folder`, upright RGB as a job reads it, named by a hash
-    of its pixels (the same picture is stored once); and whether this call created the file. Written like every
-    image (output.save_image_as): whole or not at all."""
+    """An uploaded picture (a data: URL, decoded when the request was checked) as PNG in `folder`, upright RGB as a
+    job reads it, named by a hash of its pixels (the same picture is stored once); and whether this call created the
+    file. Written like every image (output.save_image_as): whole or not at all."""
     picture = open_init_image(data_url)
     digest = hashlib.sha256(repr(picture.size).encode() + picture.tobytes()).hexdigest()[:32]
     path = folder / f"{digest}.png"
