@@ -252,8 +252,8 @@ def test_an_upscaler_model_from_the_folder_runs_and_an_unknown_one_is_named_befo
                                                                                                  tmp_path,
                                                                                                  monkeypatch):
     from sdart.engine import Engine
-    from sdart.upscalers import pixel
     from sdart.settings import Settings
+    from sdart.upscalers import pixel
     from sdart.upscalers.tiny import save_tiny_upscaler
 
     save_tiny_upscaler(tmp_path / "ups" / "4x-tiny.pth", "ESRGAN")

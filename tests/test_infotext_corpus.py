@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from infotext_corpus import CORPUS, Sample
 from PIL import Image
 from typer.testing import CliRunner
 
-from infotext_corpus import CORPUS, Sample
 from sdart.a1111_fields import SETTING_KEYS, asks_nothing, infotext_fields, infotext_targets
 from sdart.cli.app import app
 from sdart.images.infotext import parse_infotext, png_info
