@@ -129,8 +129,16 @@ def compile_section(data: dict) -> str:
                          f"| {_fmt(r.get('peak_rss_gib'))} | {_fmt(r.get('package_mib'))} "
                          f"| {r['load_before']} → {r['load_after']} |")
         parts.append("")
-    if "unet_ab" in data:
-        parts += [unet_ab(data["unet_ab"]), ""]
+    for key in ("unet_ab", "unet_ab_openvino", "unet_ab_jit"):
+        if key in data:
+            parts += [unet_ab(data[key]), ""]
+    if "load_ab" in data:
+        ab = data["load_ab"]
+        parts += [f"Process start to a loaded Engine, fresh processes, trees interleaved: `{ab['command']}`, "
+                  f"{ab['date']}, {ab['machine']['cpu']}", "", "| tree | seconds (each round) | median s |", "|---|---|---|"]
+        parts += [f"| {name}: {row['path']} | {', '.join(map(str, row['seconds']))} | {row['median_s']} |"
+                  for name, row in ab["trees"].items()]
+        parts.append("")
     if "engine" in data:
         run = data["engine"]
         parts += [f"Engine rows, one process: `{run['command']}`, {run['date']}, {run['machine']['cpu']}", "",
