@@ -220,16 +220,24 @@ def test_no_read_ahead_for_int8_or_a_replaced_vae(tiny_model_dir):
         prefetch.close()
 
 
-def test_the_read_ahead_thread_leaves_torch_threads_alone(tiny_model_dir):
+def test_the_read_ahead_thread_leaves_torch_threads_alone(tiny_model_dir, monkeypatch):
     """The read-ahead converts on one OpenMP thread of its own; the loading thread and threads started later keep
     torch's thread count (torch.set_num_threads would have changed the process-wide default)."""
     import threading
 
     from sdart.models.load import prefetch_weights
 
+    import sdart.models.prefetch
+
     before = torch.get_num_threads()
+    converting_with = []
+    real = sdart.models.prefetch.converted_tensors
+    monkeypatch.setattr(sdart.models.prefetch, "converted_tensors",
+                        lambda *a, **kw: converting_with.append(torch.get_num_threads()) or real(*a, **kw))
     prefetch = prefetch_weights(resolve(str(tiny_model_dir)), torch.float32, WeightLayout())
     prefetch.close()
+    if sdart.models.prefetch._loaded_libgomp() is not None:  # torch on Linux: its OpenMP runtime is libgomp
+        assert converting_with and set(converting_with) == {1}
     later = []
     thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
     thread.start()

@@ -78,9 +78,19 @@ def _one_openmp_thread_here() -> None:
     """Convert on this thread alone: the other core is importing diffusers, and an OpenMP team of two, one thread
     of it sharing that core, made the conversions take 3.6 s instead of 1.1 (py-spy on SD 1.5). omp_set_num_threads
     sets the calling thread's own team size (torch.set_num_threads would change every new thread's default too).
-    Best effort: without a libgomp to call (macOS, Windows), the conversions use torch's threads."""
+    Best effort: without torch's libgomp to call (macOS, Windows), the conversions use torch's threads."""
     torch.get_num_threads()  # torch sets this thread's team size on its first parallel call: let it do so first
+    runtime = _loaded_libgomp()
+    if runtime is not None:
+        ctypes.CDLL(runtime).omp_set_num_threads(1)  # already loaded: the same library torch calls
+
+
+def _loaded_libgomp() -> str | None:
+    """The path of the GNU OpenMP runtime this process has loaded (torch's own copy, under whatever file name its
+    wheel gave it), from /proc/self/maps; None where there is none or no /proc."""
     try:
-        ctypes.CDLL("libgomp.so.1").omp_set_num_threads(1)  # the runtime torch loaded (matched by its soname)
-    except (OSError, AttributeError):
-        pass
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    paths = sorted({line.split()[-1] for line in maps.splitlines() if "/libgomp" in line})
+    return paths[0] if paths else None
