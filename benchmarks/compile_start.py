@@ -50,6 +50,8 @@ def child(args) -> None:
     import torch
     from diffusers import UNet2DConditionModel
 
+    from random_models import UNetCall
+
     marks["imports"] = time.time() - launched
     unet = UNet2DConditionModel.from_pretrained(Path(args.folder) / "unet", variant="fp16", dtype=torch.bfloat16).eval()
     unet.to(memory_format=torch.channels_last)
@@ -59,15 +61,7 @@ def child(args) -> None:
     timestep = torch.tensor(500.0)
     context = torch.randn(2, 77, 768, dtype=torch.bfloat16)
 
-    class Call(torch.nn.Module):
-        def __init__(self, unet):
-            super().__init__()
-            self.unet = unet
-
-        def forward(self, sample, timestep, context):
-            return self.unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
-
-    module = Call(unet).eval()
+    module = UNetCall(unet).eval()
     frozen = args.approach.endswith("-frozen")
     package = cache / "unet.pt2"
     with torch.inference_mode():

@@ -73,7 +73,8 @@ def packed(model: torch.nn.Module, linears: bool, convs: bool, rows: int = 8192)
 
 
 def profile(model, x, t, c) -> list[dict]:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     with torch.inference_mode():
         model(x, t, c)

@@ -30,7 +30,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
 
-from random_models import cache_dir  # noqa: E402
+from random_models import UNetCall, cache_dir  # noqa: E402
 
 VERSION = "2026.4.1"
 
@@ -53,17 +53,6 @@ def import_openvino():
     if Path(numpy.__file__).is_relative_to(folder):  # an install without --no-deps brought its own numpy
         raise SystemExit(f"{folder} holds a numpy that shadows the system one: reinstall it with --no-deps")
     return openvino
-
-
-class UNetCall(torch.nn.Module):
-    """UNet2DConditionModel as one function of three tensors returning one, the form convert_model traces."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep, context):
-        return self.unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
 
 
 def example_inputs(unet, batch: int = 2, latent: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

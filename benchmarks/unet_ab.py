@@ -42,9 +42,8 @@ def artifact(model: torch.nn.Module, cache_dir: Path, token_downsampling: int = 
     """The UNet's compiled artifact through sdart's own store (built if missing): what `sdart compile` makes and
     the Engine loads. Returns a callable of (sample, timestep, context) and the build seconds (0: it existed)."""
     from sdart.speed.artifacts import ArtifactStore
-    from sdart.speed.compile import Target, build, load, unet_inputs
+    from sdart.speed.compile import Target, build, graph_changing_options, load, unet_inputs
     from sdart.speed.options import SpeedOptions
-    from sdart.speed.compile import graph_changing_options
 
     options = tuple(sorted(graph_changing_options(SpeedOptions(token_downsampling=token_downsampling)).items()))
     target = Target("unet", model, model.config, "sd1", torch.bfloat16, torch.device("cpu"), options)
