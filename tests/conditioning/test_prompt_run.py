@@ -158,3 +158,32 @@ def test_cli_names_a_missing_embeddings_dir(tmp_path, tiny_model_dir):
     run = CliRunner().invoke(app, ["generate", "a fox", "--model", str(tiny_model_dir), "--embeddings-dir",
                                    str(tmp_path / "nowhere")])
     assert run.exit_code == 2 and "embeddings_dir" in run.output and "nowhere" in run.output
+
+
+def test_sdxl_prompt_editing_switches_the_pooled_embeds_with_the_cross_attention(tiny_sdxl_dir):
+    """SDXL conditions on both the encoders' hidden states and the second encoder's pooled output (the UNet's
+    added `text_embeds`); A1111 keeps both per scheduled prompt (its cond dict's `crossattn` and `vector`), so an
+    edit switches both at the same model call."""
+    from sdart.engine import Engine
+    from sdart.settings import Settings
+
+    engine = Engine(str(tiny_sdxl_dir), settings=Settings(device="cpu", dtype="float32"))
+    seen = []
+
+    def record(module, args, kwargs):
+        states, pooled = kwargs["encoder_hidden_states"], kwargs["added_cond_kwargs"]["text_embeds"]
+        half = states.shape[0] // 2  # [negative, positive] under guidance
+        seen.append((states[half:][0].detach().clone(), pooled[half:][0].detach().clone()))
+
+    handle = engine.model.pipeline.unet.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        engine.generate(prompt=EDIT, steps=4, seed=0, sampler_name="Euler", width=64, height=64, progress=False)
+    finally:
+        handle.remove()
+    conditioning = engine.encode_prompt(EDIT, steps=4, sampler_name="Euler")
+    expected = [conditioning.at_step(call) for call in range(4)]  # red while call ≤ int(0.5·4) = 2, then blue
+    assert not torch.equal(expected[3]["pooled_prompt_embeds"], expected[2]["pooled_prompt_embeds"])
+    assert len(seen) == 4
+    for (states, pooled), want in zip(seen, expected):
+        assert torch.equal(states, want["prompt_embeds"][0])
+        assert torch.equal(pooled, want["pooled_prompt_embeds"][0])
