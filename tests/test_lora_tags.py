@@ -116,6 +116,24 @@ def test_a_recorded_hash_is_taken_and_a_new_file_is_found_without_a_restart(tmp_
     assert folder.find("late").short_hash == "ab" * 6  # a miss lists the folder again (A1111 does the same)
 
 
+
+def test_a_miss_lists_the_folder_again_but_reads_only_the_files_that_changed(lora_dir, tmp_path, monkeypatch,
+                                                                              sd15_pipe):
+    import shutil
+
+    import sdart.models.lorafiles as lorafiles
+
+    folder = LoraFolder(shutil.copytree(lora_dir, tmp_path / "loras"))
+    ink = folder.find("ink").path
+    reads = []
+    read_metadata = lorafiles.read_metadata
+    monkeypatch.setattr(lorafiles, "read_metadata", lambda path: reads.append(path.name) or read_metadata(path))
+    assert folder.find("nope") is None and folder.find("nor-this") is None
+    assert reads == []  # two misses listed the folder twice: a stat per file, no header read again
+    save_lora(sd15_pipe, ink, metadata={"ss_output_name": "quill"})  # the file rewritten in place
+    assert folder.find("quill").name == "ink"
+    assert reads == ["ink.safetensors"]
+
 # --- the weights ----------------------------------------------------------------------------------------------
 
 

@@ -86,26 +86,38 @@ class LoraFolder:
         self.folder = Path(folder).expanduser() if folder else None
         self._files: dict[str, LoraFile] = {}
         self._aliases: dict[str, LoraFile] = {}
+        self._read: dict[Path, tuple[tuple[int, int], LoraFile]] = {}  # path → ((size, mtime), entry) of the last scan
         self.refresh()
 
     def refresh(self) -> None:
         # Built aside and swapped in at once: a server's request threads look names up while a refresh runs.
-        self._files, self._aliases = self._scan()
+        self._files, self._aliases, self._read = self._scan()
 
-    def _scan(self) -> tuple[dict[str, LoraFile], dict[str, LoraFile]]:
+    def _entry(self, path: Path, read: dict[Path, tuple[tuple[int, int], LoraFile]]) -> LoraFile:
+        """The file's entry, its metadata read again only if the file changed since the last scan (a prompt's
+        missing tags each list the folder again: that costs a stat per file, not a header read)."""
+        stat = path.stat()
+        key = (stat.st_size, stat.st_mtime_ns)
+        known = self._read.get(path)
+        entry = known[1] if known is not None and known[0] == key else LoraFile(path.stem, path, read_metadata(path))
+        read[path] = (key, entry)
+        return entry
+
+    def _scan(self) -> tuple[dict[str, LoraFile], dict[str, LoraFile], dict[Path, tuple[tuple[int, int], LoraFile]]]:
         files: dict[str, LoraFile] = {}
+        read: dict[Path, tuple[tuple[int, int], LoraFile]] = {}
         if self.folder is None:
-            return {}, {}
+            return {}, {}, {}
         if not self.folder.is_dir():
             log.warning("the LoRA folder %s does not exist", self.folder)
-            return {}, {}
+            return {}, {}, {}
         for path in sorted(self.folder.rglob("*")):
             suffix = path.suffix.lower()
             if suffix in (".pt", ".ckpt", ".bin") and path.is_file():
                 log.warning("LoRA %s skipped: only .safetensors files are read (pickled files can run code)", path)
             if suffix != ".safetensors" or not path.is_file():
                 continue
-            entry = LoraFile(path.stem, path, read_metadata(path))
+            entry = self._entry(path, read)
             if entry.name in files:
                 log.warning("two LoRA files named %r: %s is used, %s is not", entry.name, files[entry.name].path, path)
                 continue
@@ -115,7 +127,7 @@ class LoraFolder:
             alias = entry.alias
             if alias != entry.name and alias not in files and alias.lower() not in FORBIDDEN_ALIASES:
                 aliases[alias] = None if alias in aliases else entry  # an alias two files share names neither
-        return files, {alias: entry for alias, entry in aliases.items() if entry is not None}
+        return files, {alias: entry for alias, entry in aliases.items() if entry is not None}, read
 
     def __iter__(self):
         return iter(self._files.values())
