@@ -79,6 +79,9 @@ def read_metadata(path: Path) -> dict[str, str]:
     return metadata
 
 
+ReadFiles = dict[Path, tuple[tuple[int, int], LoraFile]]  # path → ((size, mtime), its entry) as last scanned
+
+
 class LoraFolder:
     """The LoRA files of one folder, listed once and again on `refresh()` (A1111's /sdapi/v1/refresh-loras)."""
 
@@ -86,14 +89,14 @@ class LoraFolder:
         self.folder = Path(folder).expanduser() if folder else None
         self._files: dict[str, LoraFile] = {}
         self._aliases: dict[str, LoraFile] = {}
-        self._read: dict[Path, tuple[tuple[int, int], LoraFile]] = {}  # path → ((size, mtime), entry) of the last scan
+        self._read: ReadFiles = {}
         self.refresh()
 
     def refresh(self) -> None:
         # Built aside and swapped in at once: a server's request threads look names up while a refresh runs.
         self._files, self._aliases, self._read = self._scan()
 
-    def _entry(self, path: Path, read: dict[Path, tuple[tuple[int, int], LoraFile]]) -> LoraFile:
+    def _entry(self, path: Path, read: ReadFiles) -> LoraFile:
         """The file's entry, its metadata read again only if the file changed since the last scan (a prompt's
         missing tags each list the folder again: that costs a stat per file, not a header read)."""
         stat = path.stat()
@@ -103,9 +106,9 @@ class LoraFolder:
         read[path] = (key, entry)
         return entry
 
-    def _scan(self) -> tuple[dict[str, LoraFile], dict[str, LoraFile], dict[Path, tuple[tuple[int, int], LoraFile]]]:
+    def _scan(self) -> tuple[dict[str, LoraFile], dict[str, LoraFile], ReadFiles]:
         files: dict[str, LoraFile] = {}
-        read: dict[Path, tuple[tuple[int, int], LoraFile]] = {}
+        read: ReadFiles = {}
         if self.folder is None:
             return {}, {}, {}
         if not self.folder.is_dir():
