@@ -40,6 +40,7 @@ class LoraFile:
     name: str  # the file's stem
     path: Path
     metadata: dict[str, str] = field(default_factory=dict)
+    signature: tuple[int, int] = (0, 0)  # the file's (size, mtime) when its metadata was read
 
     @property
     def alias(self) -> str:
@@ -79,9 +80,6 @@ def read_metadata(path: Path) -> dict[str, str]:
     return metadata
 
 
-ReadFiles = dict[Path, tuple[tuple[int, int], LoraFile]]  # path → ((size, mtime), its entry) as last scanned
-
-
 class LoraFolder:
     """The LoRA files of one folder, listed once and again on `refresh()` (A1111's /sdapi/v1/refresh-loras)."""
 
@@ -89,38 +87,32 @@ class LoraFolder:
         self.folder = Path(folder).expanduser() if folder else None
         self._files: dict[str, LoraFile] = {}
         self._aliases: dict[str, LoraFile] = {}
-        self._read: ReadFiles = {}
         self.refresh()
 
     def refresh(self) -> None:
         # Built aside and swapped in at once: a server's request threads look names up while a refresh runs.
-        self._files, self._aliases, self._read = self._scan()
+        self._files, self._aliases = self._scan()
 
-    def _entry(self, path: Path, read: ReadFiles) -> LoraFile:
-        """The file's entry, its metadata read again only if the file changed since the last scan (a prompt's
-        missing tags each list the folder again: that costs a stat per file, not a header read)."""
-        stat = path.stat()
-        key = (stat.st_size, stat.st_mtime_ns)
-        known = self._read.get(path)
-        entry = known[1] if known is not None and known[0] == key else LoraFile(path.stem, path, read_metadata(path))
-        read[path] = (key, entry)
-        return entry
-
-    def _scan(self) -> tuple[dict[str, LoraFile], dict[str, LoraFile], ReadFiles]:
+    def _scan(self) -> tuple[dict[str, LoraFile], dict[str, LoraFile]]:
         files: dict[str, LoraFile] = {}
-        read: ReadFiles = {}
         if self.folder is None:
-            return {}, {}, {}
+            return {}, {}
         if not self.folder.is_dir():
             log.warning("the LoRA folder %s does not exist", self.folder)
-            return {}, {}, {}
+            return {}, {}
+        # A prompt's missing tags each list the folder again: an unchanged file costs a stat, not a header read.
+        known = {entry.path: entry for entry in self._files.values()}
         for path in sorted(self.folder.rglob("*")):
             suffix = path.suffix.lower()
             if suffix in (".pt", ".ckpt", ".bin") and path.is_file():
                 log.warning("LoRA %s skipped: only .safetensors files are read (pickled files can run code)", path)
             if suffix != ".safetensors" or not path.is_file():
                 continue
-            entry = self._entry(path, read)
+            stat = path.stat()
+            signature = (stat.st_size, stat.st_mtime_ns)
+            entry = known.get(path)
+            if entry is None or entry.signature != signature:
+                entry = LoraFile(path.stem, path, read_metadata(path), signature)
             if entry.name in files:
                 log.warning("two LoRA files named %r: %s is used, %s is not", entry.name, files[entry.name].path, path)
                 continue
@@ -130,7 +122,7 @@ class LoraFolder:
             alias = entry.alias
             if alias != entry.name and alias not in files and alias.lower() not in FORBIDDEN_ALIASES:
                 aliases[alias] = None if alias in aliases else entry  # an alias two files share names neither
-        return files, {alias: entry for alias, entry in aliases.items() if entry is not None}, read
+        return files, {alias: entry for alias, entry in aliases.items() if entry is not None}
 
     def __iter__(self):
         return iter(self._files.values())
