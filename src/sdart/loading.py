@@ -94,11 +94,12 @@ def prepare_model(reference: str, settings: Settings, *, device: torch.device, d
     # int8 while streaming only without LoRA: adapters fuse into full-precision weights (quantized afterwards).
     layout = WeightLayout(int8=speed.quantize == "int8" and not loras, channels_last=speed.channels_last)
     vae_file = settings.vae if settings.vae and is_vae_file(settings.vae) else None
+    vae_folder = settings.vae if settings.vae and not vae_file else None  # replaces the model's own VAE unread
     # The weights are read on another core while diffusers is imported (the first model of a process).
-    prefetch = prefetch_weights(spec, dtype, layout, replaced_vae=bool(settings.vae) and not vae_file)
+    prefetch = prefetch_weights(spec, dtype, layout, replaced_vae=vae_folder is not None)
     try:
         quiet_libraries()
-        vae = load_vae(settings.vae, dtype) if settings.vae and not vae_file else None
+        vae = load_vae(vae_folder, dtype) if vae_folder else None
         loaded = load(spec, dtype, safety_checker=safety_checker, layout=layout, vae=vae, prefetch=prefetch)
     finally:
         if prefetch is not None:

@@ -172,7 +172,7 @@ def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, *, safety_checker: boo
         kwargs["vae"] = vae
     if not safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
-    if _first_variant(spec, dtype):
+    if _tries_fp16_first(spec, dtype):
         try:
             return _from_pretrained(spec, "fp16", layout, kwargs, prefetch)
         except (OSError, ValueError) as exc:
@@ -260,13 +260,13 @@ def prefetch_weights(spec: ModelSpec, dtype: torch.dtype, layout: WeightLayout, 
     read-ahead would hold them in full precision. The caller closes it once the model is loaded."""
     if layout.int8 or spec.source == "single_file":
         return None
-    variant = "fp16" if _first_variant(spec, dtype) else None
+    variant = "fp16" if _tries_fp16_first(spec, dtype) else None
     names = ("unet",) if replaced_vae else ("unet", "vae")
     files = [path for name in names if (path := _component_file(spec, name, variant)) is not None and path.is_file()]
     return WeightPrefetch(files, dtype, layout.channels_last) if files else None
 
 
-def _first_variant(spec: ModelSpec, dtype: torch.dtype) -> bool:
+def _tries_fp16_first(spec: ModelSpec, dtype: torch.dtype) -> bool:
     """Whether the fp16 weights variant is tried first (the half of the bytes of SD's hub repos)."""
     return dtype != torch.float32 and _may_have_fp16_variant(spec)
 
