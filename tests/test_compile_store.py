@@ -158,8 +158,12 @@ def test_clear_leaves_a_build_in_progress_and_removes_one_whose_process_is_gone(
     live = store.root / f"unet-abc.partial-{os.getpid()}"  # this process: a build still running
     dead = store.root / "unet-def.partial-999999999"  # no such process: an interrupted build's leftover
     temporary = store.root / f"unet-abc.{os.getpid()}.pt2"  # a running build's file beside its folder
+    dead_temporary = store.root / "unet-def.999999999.pt2"  # the file an interrupted build was writing
+    stray = store.root / "notes.txt"  # not the store's: left alone
     for folder in (live, dead):
         folder.mkdir()
-    temporary.write_bytes(b"x")
-    assert store.clear() == [dead]
-    assert live.is_dir() and temporary.is_file() and not dead.exists()
+    for file in (temporary, dead_temporary, stray):
+        file.write_bytes(b"x")
+    assert sorted(store.clear()) == sorted([dead, dead_temporary])
+    assert live.is_dir() and temporary.is_file() and stray.is_file()
+    assert not dead.exists() and not dead_temporary.exists()

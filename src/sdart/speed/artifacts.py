@@ -190,14 +190,20 @@ class ArtifactStore:
         removed = []
         if not self.root.is_dir():
             return removed
-        for folder in sorted(self.root.iterdir()):
-            if not folder.is_dir() or _building(folder):
+        for path in sorted(self.root.iterdir()):
+            pid = _build_pid(path)
+            if pid is not None and _alive(pid):
                 continue
-            artifact = self._read(folder)
-            if stale_only and artifact is not None and not artifact.stale_reasons(device_kinds):
+            if path.is_dir():
+                artifact = self._read(path)
+                if stale_only and artifact is not None and not artifact.stale_reasons(device_kinds):
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
+            elif pid is not None:  # the package file an interrupted build was writing
+                path.unlink(missing_ok=True)
+            else:
                 continue
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            removed.append(path)
         return removed
 
     @staticmethod
@@ -212,15 +218,23 @@ class ArtifactStore:
         return Artifact(folder, meta.get("key", {}), meta.get("build_s"), meta.get("created"), size)
 
 
-def _building(folder: Path) -> bool:
-    """Whether `folder` is the unfinished package of a build whose process still runs ("<key>.partial-<pid>")."""
-    _, marker, pid = folder.name.rpartition(".partial-")
-    if not marker or not pid.isdigit():
-        return False
+def _build_pid(path: Path) -> int | None:
+    """The process of the build that writes `path`: its package file ("<key>.<pid>.pt2", sdart.speed.builder) or the
+    folder save() renames into place ("<key>.partial-<pid>"); None for anything else."""
+    if path.is_dir():
+        _, marker, pid = path.name.rpartition(".partial-")
+    elif path.suffix == ".pt2":
+        _, marker, pid = path.name.removesuffix(".pt2").rpartition(".")
+    else:
+        return None
+    return int(pid) if marker and pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # another user's process
         return True
     return True
