@@ -263,3 +263,17 @@ def test_spandrel_has_every_architecture_that_imports_here_in_its_own_order():
         assert all("torchvision" in reason for reason in missing.values())
         assert "cannot load here" in unavailable_note() and "torchvision" in unavailable_note()
     assert library.ModelLoader().registry is library.MAIN_REGISTRY
+
+
+@pytest.mark.parametrize(("engine_dtype", "expected"), [
+    ("float32", "float32"), ("bfloat16", "auto"), ("float16", "auto"), ("auto", "auto")])
+def test_a_generating_process_hands_its_upscalers_float32_but_never_forces_half(engine_dtype, expected, tmp_path):
+    """Hires fix and the extras endpoints: float32 when the models run in float32; otherwise the precision each
+    upscaler architecture allows (a named float16 is refused by architectures such as SwinIR, DAT and HAT)."""
+    from sdart.settings import Settings
+    from sdart.upscalers.extras import Runner
+
+    settings = Settings(dtype=engine_dtype, device="cpu", upscaler_dir=tmp_path, upscaler_tile=256)
+    runner = Runner.of_settings(settings)
+    assert (runner.dtype, runner.device, runner.folder, runner.tile) == (expected, "cpu", tmp_path, 256)
+    assert Runner.of_settings(settings, "cuda:1").device == "cuda:1"

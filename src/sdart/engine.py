@@ -70,8 +70,7 @@ class Engine:
         self._lock = threading.Lock()
         self.ready: ReadyModel
         self.refiner: ReadyModel | None = None  # the last refiner asked for, kept for the next request
-        self.upscaling = Runner(self.settings.upscaler_dir, self.settings.upscaler_tile,  # hires fix's upscalers
-                                self.settings.upscaler_overlap, str(self.device), self.settings.dtype)
+        self.upscaling = Runner.of_settings(self.settings, str(self.device))  # hires fix's upscalers
         self.load(model or self.settings.model)
 
     # --- model -------------------------------------------------------------------------------------------

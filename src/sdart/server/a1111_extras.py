@@ -141,7 +141,7 @@ def _upscale_all(server: Server, request: ExtrasRequest, pictures: list[Image.Im
     """Every picture upscaled on the engine's turn: base64 PNGs with their texts, and the last `Postprocess` line."""
     settings = server.settings
     # settings.device, not the engine's: behind Ray Serve the engine's device is a model replica's
-    runner = Runner(settings.upscaler_dir, settings.upscaler_tile, settings.upscaler_overlap, settings.device, settings.dtype)
+    runner = Runner.of_settings(settings)
     step = request.step()
     try:
         results = server.worker.with_engine(lambda engine: [extras_upscale(p, step, runner) for p in pictures])

@@ -54,6 +54,16 @@ class Runner:
     device: str | None = None
     dtype: str = "auto"
 
+    @classmethod
+    def of_settings(cls, settings: Any, device: str | None = None) -> Runner:
+        """The upscalers of a generating process (hires fix, the server's extras endpoints): its folder and tiles,
+        on `device` (default its settings'), in float32 when its models run in float32, else in the fast precision
+        each architecture allows. Its half precision is not forced on an upscaler: DAT, HAT, SwinIR and others don't
+        run in float16, and `choose_dtype` refuses a precision asked for by name (`sdart upscale --dtype`)."""
+        dtype = "float32" if settings.dtype == "float32" else "auto"
+        return cls(settings.upscaler_dir, settings.upscaler_tile, settings.upscaler_overlap,
+                   device if device is not None else settings.device, dtype)
+
     def check(self, step: ExtrasUpscale) -> None:
         """UpscalerError (with its field) for an upscaler name that names nothing, before any work is done."""
         for field in ("upscaler_1", "upscaler_2"):
