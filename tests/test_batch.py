@@ -21,6 +21,7 @@ from sdart.batch.plan import MANIFEST, Task, parse_seeds, plan_batch
 from sdart.batch.run import generate_task, run_batch
 from sdart.cli.app import app
 from sdart.images.infotext import parse_infotext, read_infotext
+from sdart.request import RequestError
 
 MODEL = "org/some-model"
 
@@ -329,6 +330,25 @@ def test_cli_batch_hires_lines_and_an_upscaler_the_folder_lacks(tiny_model_dir, 
     result = CliRunner().invoke(app, batch_args(tiny_model_dir, str(prompts), "--out", str(out)))
     # The missing upscaler is a bad line, named before anything runs; the good line is made at the hires size.
     assert result.exit_code == 1 and "p.jsonl:2: hr_upscaler = '4x-Ultra'" in result.stderr, result.output
+    assert result.stderr.count("hr_upscaler") == 1  # the field named once, not again inside its message
     (record,) = done_records(out).values()
     with Image.open(out / record[0]["file"]) as image:
         assert image.size == (96, 96) and parse_infotext(image.info["parameters"]).params["Hires upscale"] == "1.5"
+
+
+def test_a_line_check_runs_once_per_line_and_makes_a_bad_line(tmp_path):
+    """plan_batch's `check` (the CLI's hires upscaler lookup): once per line, not once per seed; its RequestError
+    sets the line aside with the field, and the line is not counted as good."""
+    prompts = write(tmp_path / "p.jsonl", '{"prompt": "a boat"}\n{"prompt": "a fox", "enable_hr": true}')
+    checked = []
+
+    def check(request):
+        checked.append(request.prompt)
+        if request.enable_hr:
+            raise RequestError([("hr_upscaler", "4x-Ultra", "no such upscaler")])
+
+    plan = plan_batch([prompts], {}, model=MODEL, seeds=parse_seeds("0-3"), check=check)
+    assert checked == ["a boat", "a fox"]
+    assert plan.lines == 1 and len(plan.tasks) == 4
+    (error,) = plan.errors
+    assert error.source.endswith("p.jsonl:2") and error.errors == [("hr_upscaler", "4x-Ultra", "no such upscaler")]

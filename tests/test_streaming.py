@@ -225,9 +225,8 @@ def test_the_read_ahead_thread_leaves_torch_threads_alone(tiny_model_dir, monkey
     torch's thread count (torch.set_num_threads would have changed the process-wide default)."""
     import threading
 
-    from sdart.models.load import prefetch_weights
-
     import sdart.models.prefetch
+    from sdart.models.load import prefetch_weights
 
     before = torch.get_num_threads()
     converting_with = []

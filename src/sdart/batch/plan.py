@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,11 +158,13 @@ def _csv_lines(name: str, text: str) -> Iterator[tuple[str, dict[str, Any] | Lin
             yield source, fields
 
 
-def plan_batch(paths: Iterable[Path], defaults: dict[str, Any], *, model: str, seeds: list[int] | None = None) -> Plan:
+def plan_batch(paths: Iterable[Path], defaults: dict[str, Any], *, model: str, seeds: list[int] | None = None,
+               check: Callable[[GenerationRequest], None] | None = None) -> Plan:
     """Read prompt files and expand every good line into one task per image.
 
     `defaults` are request fields from the command line; a line's fields override them. `seeds` (from --seeds)
-    start one run of `n_iter × batch_size` images each unless the line sets `seed` or `seeds` itself.
+    start one run of `n_iter × batch_size` images each unless the line sets `seed` or `seeds` itself. `check`: what
+    this machine must have for a line (its hires upscaler), run once per line; its RequestError makes a bad line.
     """
     plan = Plan()
     seen: set[str] = set()
@@ -173,6 +175,8 @@ def plan_batch(paths: Iterable[Path], defaults: dict[str, Any], *, model: str, s
                 continue
             try:
                 tasks = expand_line(source, fields, defaults, model=model, seeds=seeds)
+                if check is not None and tasks:
+                    check(tasks[0].request)  # a line's tasks differ only by their seeds
             except RequestError as exc:
                 plan.errors.append(LineError(source, exc.errors))
                 continue

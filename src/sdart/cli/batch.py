@@ -15,21 +15,21 @@ import typer
 from sdart.cli import options as o
 
 
-def _set_aside_missing_upscalers(plan, folder) -> None:
-    """Lines whose hires fix names an upscaler model the upscalers folder lacks are bad lines, named before anything
-    runs (as a missing init_image is), not images that fail one by one."""
-    from sdart.batch.plan import LineError
-    from sdart.run.upscale import check_upscaler
+def _hires_upscaler_here(folder):
+    """The plan's per-line check: a hires fix naming an upscaler model the upscalers folder lacks makes a bad line,
+    named before anything runs (as a missing init_image is), not images that fail one by one. One lookup per name."""
+    from functools import cache
 
-    bad: dict[str, LineError] = {}
-    for task in plan.tasks:
-        if task.request.enable_hr and task.source not in bad:
-            try:
-                check_upscaler(task.request.hr_upscaler, folder)
-            except ValueError as exc:
-                bad[task.source] = LineError(task.source, [("hr_upscaler", task.request.hr_upscaler, str(exc))])
-    plan.tasks = [task for task in plan.tasks if task.source not in bad]
-    plan.errors += bad.values()
+    from sdart.request import RequestError
+    from sdart.run.upscale import hires_upscaler_problem
+
+    problem = cache(lambda name: hires_upscaler_problem(name, folder))
+
+    def check(request) -> None:
+        if request.enable_hr and (message := problem(request.hr_upscaler)):
+            raise RequestError([("hr_upscaler", request.hr_upscaler, message)])
+
+    return check
 
 
 def batch(
@@ -107,8 +107,8 @@ def batch(
             seed_list = parse_seeds(seeds) if seeds is not None else None
         except ValueError as exc:
             raise ValueError(f"--seeds = {seeds!r}: {exc}") from None
-        plan = plan_batch(prompt_files, defaults, model=settings.model, seeds=seed_list)
-        _set_aside_missing_upscalers(plan, settings.upscaler_dir)
+        plan = plan_batch(prompt_files, defaults, model=settings.model, seeds=seed_list,
+                          check=_hires_upscaler_here(settings.upscaler_dir))
         from rich.markup import escape  # prompts may hold [brackets]
 
         for error in plan.errors:

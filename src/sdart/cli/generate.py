@@ -34,13 +34,10 @@ def _hires_upscaler_here(request, settings, image):
     """An image's hires upscaler model that this machine lacks (--from): the hires pass upscales with Lanczos instead,
     and the user is told (as a missing model is)."""
     from sdart.cli.from_image import drop_model
-    from sdart.run.upscale import check_upscaler
+    from sdart.run.upscale import hires_upscaler_problem
 
-    if not request.enable_hr:
-        return request
-    try:
-        check_upscaler(request.hr_upscaler, settings.upscaler_dir)
-    except ValueError:
+    # (a mistyped --upscaler-dir is refused by Settings, so this is a model the folder lacks)
+    if request.enable_hr and hires_upscaler_problem(request.hr_upscaler, settings.upscaler_dir):
         err.print(f"[yellow]note:[/] the image was upscaled with {escape(repr(request.hr_upscaler))}, which is not "
                   "in the upscalers folder here; the hires pass uses Lanczos (pass --hires-upscaler or "
                   "--upscaler-dir to choose).")

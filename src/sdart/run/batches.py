@@ -26,7 +26,7 @@ from sdart.run.postprocess import check_safety, composite_through_mask
 from sdart.run.progress import BatchSteps, GenerationCancelled, StepCallback, StepProgress
 from sdart.run.refiner import Switch, refiner_pass, switch_point
 from sdart.run.result import Batch
-from sdart.run.upscale import check_upscaler
+from sdart.run.upscale import hires_upscaler_problem
 from sdart.speed.memory import release_freed_memory
 from sdart.upscalers.extras import Runner
 from sdart.upscalers.names import is_latent_mode
@@ -92,7 +92,8 @@ class Run:
         self.hires_pipe = None
         self.upscaling = upscaling or Runner(device=str(device))
         if request.enable_hr:
-            check_upscaler(request.hr_upscaler, self.upscaling.folder)
+            if problem := hires_upscaler_problem(request.hr_upscaler, self.upscaling.folder):
+                raise ValueError(f"hr_upscaler = {request.hr_upscaler!r}: {problem}")
             self.hires_pipe = ready.twin("img2img")
         self.refiner = refiner
         self.switch = self._refiner_switch() if refiner is not None else None

@@ -22,16 +22,19 @@ def upscale_latents(latents, name: str, size: HiresSize):
     return upscaled[:, :, top:bottom, left:right]
 
 
-def check_upscaler(name: str, folder: str | Path | None) -> None:
-    """Raise, naming hr_upscaler, before the first pass when the hires pass couldn't upscale with `name` (cheap:
-    a model's file is found, not read)."""
+def hires_upscaler_problem(name: str, folder: str | Path | None) -> str | None:
+    """Why the hires pass couldn't upscale with `name` (hr_upscaler) from `folder` (the message names the upscaler;
+    the caller names the field as its front end does), or None when it can. Cheap: a model's file is found, not
+    read. Checked before the first pass, and by the front ends before a job is queued."""
     from sdart.upscalers.pixel import check_upscaler as check_pixel_upscaler
 
-    if not is_latent_mode(name):
-        try:
-            check_pixel_upscaler(name, folder)
-        except ValueError as exc:
-            raise ValueError(f"hr_upscaler = {name!r}: {exc}") from None
+    if is_latent_mode(name):
+        return None
+    try:
+        check_pixel_upscaler(name, folder)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def upscale_picture(image, name: str, size: HiresSize, runner: Runner):

@@ -15,7 +15,7 @@ from sdart.images.initimage import is_data_url, open_init_image
 from sdart.images.output import save_image_as
 from sdart.models.vaes import OWN_VAE, find_vaes
 from sdart.request import PICTURE_FIELDS, GenerationRequest, RequestError
-from sdart.run.upscale import check_upscaler
+from sdart.run.upscale import hires_upscaler_problem
 from sdart.server.catalog import ModelCatalog
 from sdart.server.errors import FieldErrors
 from sdart.server.events import EventHub
@@ -117,11 +117,8 @@ def submit(server: Server, request: GenerationRequest, source: str, *,
 def _check_passes(server: Server, request: GenerationRequest) -> GenerationRequest:
     """The hires upscaler and the refiner against this server's folders and catalogue, before the job is queued
     (A1111: "could not find upscaler named …"); the refiner's name becomes the catalogue's reference."""
-    if request.enable_hr:
-        try:
-            check_upscaler(request.hr_upscaler, server.settings.upscaler_dir)
-        except ValueError as exc:
-            raise FieldErrors.one(("body", "hr_upscaler"), request.hr_upscaler, str(exc)) from None
+    if request.enable_hr and (problem := hires_upscaler_problem(request.hr_upscaler, server.settings.upscaler_dir)):
+        raise FieldErrors.one(("body", "hr_upscaler"), request.hr_upscaler, problem)
     return _catalogue_reference(server, request, "refiner_checkpoint")
 
 
