@@ -258,6 +258,7 @@ def test_a_swapped_weight_is_given_to_the_package_again(monkeypatch, tmp_path):
     assert len(runner.loader.given) == 1  # nothing changed: nothing given again
     patched = torch.nn.Parameter(original.detach() + 1)
     decoder.conv_in.weight = patched
+    assert runner.give_weights() and not runner.give_weights()  # what replay() drops a CUDA graph on
     runner(z)
     assert runner.loader.given[-1] == {"model.conv_in.weight": patched.data_ptr()}
     decoder.conv_in.weight = original  # the run is over: the original goes back, and so does the package's
@@ -265,19 +266,21 @@ def test_a_swapped_weight_is_given_to_the_package_again(monkeypatch, tmp_path):
     assert runner.loader.given[-1] == {"model.conv_in.weight": original.data_ptr()}
 
 
-def test_on_cuda_a_swapped_weight_drops_the_captured_graphs(monkeypatch):
-    """A replayed CUDA graph never calls the package, so the dispatcher hands a swapped weight over itself and
-    captures again; with nothing swapped the graph is replayed as it is."""
+def test_on_cuda_a_swapped_weight_drops_that_shapes_captured_graph(monkeypatch):
+    """A replayed CUDA graph never calls the package, so replay hands a swapped weight over itself and captures
+    that shape's graph again; another shape's graph is captured again only when its own runner finds the swap, and
+    with nothing swapped every graph is replayed as it is."""
     from sdart.speed import cudagraphs
 
     captures = []
 
-    def fake_replay(graphs, runner, tensors):
-        key = tuple(t.shape for t in tensors)
-        if key not in graphs:
-            graphs[key] = "graph"
-            captures.append(key)
-        return tensors[0]
+    class Graph:
+        def replay(self):
+            pass
+
+    def fake_capture(runner, tensors):
+        captures.append(tuple(tensors[0].shape))
+        return Graph(), [t.clone() for t in tensors], tensors[0] * 2
 
     class Runner:
         def __init__(self):
@@ -287,14 +290,18 @@ def test_on_cuda_a_swapped_weight_drops_the_captured_graphs(monkeypatch):
             swapped, self.swapped = self.swapped, False
             return swapped
 
-    monkeypatch.setattr(cudagraphs, "replay", fake_replay)
-    dispatcher = compiled_module.Dispatcher.__new__(compiled_module.Dispatcher)
-    dispatcher.target = SimpleNamespace(device=torch.device("cuda"))
-    dispatcher._cuda_graphs = {}
-    runner, z = Runner(), torch.zeros(1, 4, 8, 8)
-    dispatcher._run(runner, (z,))
-    dispatcher._run(runner, (z,))
-    assert len(captures) == 1  # captured once, replayed after
-    runner.swapped = True  # a LoRA run swapped a weight in
-    dispatcher._run(runner, (z,))
-    assert len(captures) == 2 and not runner.swapped
+    monkeypatch.setattr(cudagraphs, "_capture", fake_capture)
+    graphs: dict = {}
+    small, large = Runner(), Runner()  # one package per shape, as the dispatcher keeps them
+    z_small, z_large = torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 16, 16)
+    for _ in range(2):
+        cudagraphs.replay(graphs, small, (z_small,))
+        cudagraphs.replay(graphs, large, (z_large,))
+    assert captures == [(1, 4, 8, 8), (1, 4, 16, 16)]  # captured once each, replayed after
+    large_graph = graphs[next(k for k in graphs if k[0][0] == (1, 4, 16, 16))]
+    small.swapped = large.swapped = True  # a LoRA run swapped a weight in, which both packages read
+    cudagraphs.replay(graphs, small, (z_small,))
+    assert captures[2:] == [(1, 4, 8, 8)] and not small.swapped
+    assert graphs[next(k for k in graphs if k[0][0] == (1, 4, 16, 16))] is large_graph  # not dropped by the other
+    cudagraphs.replay(graphs, large, (z_large,))
+    assert captures[3:] == [(1, 4, 16, 16)] and not large.swapped

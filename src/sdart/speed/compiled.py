@@ -101,11 +101,7 @@ class Dispatcher:
             return runner(*tensors)
         from sdart.speed.cudagraphs import replay
 
-        # A replayed graph never calls the runner, and reads the weights at the addresses it was captured with: a
-        # weight swapped since (a request's LoRA tags) is given to the package and the graphs captured again.
-        if runner.give_weights():
-            self._cuda_graphs.clear()
-        return replay(self._cuda_graphs, runner, tensors)
+        return replay(self._cuda_graphs, runner, tensors)  # which gives the runner a weight swapped since capture
 
     def inputs(self, *args, **kwargs) -> tuple[torch.Tensor, ...] | None:
         """The call as the artifact's tensors (dtype, layout and timestep form of the export), or None: eager."""
