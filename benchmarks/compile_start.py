@@ -50,7 +50,7 @@ def child(args) -> None:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from random_models import UNetCall
+    from sdart.speed.compile import UNetCall
 
     marks["imports"] = time.time() - launched
     unet = UNet2DConditionModel.from_pretrained(Path(args.folder) / "unet", variant="fp16", dtype=torch.bfloat16).eval()
@@ -126,9 +126,9 @@ def interleaved(args) -> dict:
         if not package.is_file():
             continue
         loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
-        if approach == "aoti":  # the weights: the eager UNet's own tensors (the wrapper's names: "unet.")
+        if approach == "aoti":  # the weights: the eager UNet's own tensors (the wrapper's names: "model.")
             names = set(loader.get_constant_fqns())
-            state = {f"unet.{k}": v for k, v in unet.state_dict().items() if f"unet.{k}" in names}
+            state = {f"model.{k}": v for k, v in unet.state_dict().items() if f"model.{k}" in names}
             loader.load_constants(state, False, True, True, False)
         calls[approach] = lambda loader=loader: loader.boxed_run([sample, timestep, context])[0]
     times: dict[str, list[float]] = {name: [] for name in calls}

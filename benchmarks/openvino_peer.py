@@ -30,7 +30,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
 
-from random_models import UNetCall, cache_dir  # noqa: E402
+from random_models import cache_dir  # noqa: E402
+from sdart.speed.compile import UNetCall  # noqa: E402
 
 VERSION = "2026.4.1"
 

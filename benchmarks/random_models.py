@@ -123,18 +123,6 @@ def load_unet(folder: str | Path, dtype: torch.dtype):
 TAESD_PARAMS = 2_445_063  # madebyollin/taesd (encoder + decoder), diffusers AutoencoderTiny's default config
 
 
-class UNetCall(torch.nn.Module):
-    """UNet2DConditionModel as one function of three tensors returning one: the form torch.export and OpenVINO's
-    convert_model trace."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep, context):
-        return self.unet(sample, timestep, encoder_hidden_states=context, return_dict=False)[0]
-
-
 def taesd_folder(directory: str | Path | None = None) -> Path:
     """TAESD (AutoencoderTiny, diffusers' default config is TAESD's) with random weights, as a `--vae` folder."""
     from diffusers import AutoencoderTiny
