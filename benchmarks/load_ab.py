@@ -7,6 +7,7 @@ before the run (imports, the model's load, speed options, compiled artifacts whe
 round by round, reversed every other round, so that the host's drift falls on each alike.
 
     python benchmarks/load_ab.py --tree after=. --tree before=/tmp/before [--rounds 4] [--folder FOLDER]
+                                                  # writes "load_ab" in benchmarks/results-compile-cpu.json
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def main() -> None:
     p.add_argument("--tree", action="append", required=True, help="NAME=PATH of a source tree (repeat)")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--folder", help="SD 1.5 diffusers folder (default: random weights in the cache)")
-    p.add_argument("--out", help="also write the results here (JSON)")
+    p.add_argument("--out", default=str(HERE / "results-compile-cpu.json"),
+                   help="results file whose `load_ab` entry this run writes")
     args = p.parse_args()
     from measure import load_average, machine
     from random_models import sd15_folder
@@ -66,8 +68,10 @@ def main() -> None:
                         for name, s in seconds.items()}}
     for name, row in result["trees"].items():
         print(f"{name}: median {row['median_s']} s of {row['seconds']}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
+    out = Path(args.out)
+    data = json.loads(out.read_text()) if out.is_file() else {}
+    data["load_ab"] = result
+    out.write_text(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ alternating the variants round by round (A B C D, D C B A, …) lets each see th
 
     python benchmarks/unet_ab.py [--rounds 2] [--compile] [--jit] [--only "fp32,bf16 channels_last"]
                                                   # adds "unet_ab" to benchmarks/results-compile-cpu.json
-    python benchmarks/unet_ab.py --only fp32,bf16,default,openvino --rounds 3   # with the OpenVINO peer
+    python benchmarks/unet_ab.py --compile --only fp32,bf16,default,compiled,openvino --rounds 3 \
+        --key unet_ab_openvino                                                  # with the OpenVINO peer
     python benchmarks/unet_ab.py --quick --only fp32,default,openvino           # tiny model: a smoke test
 
 The `openvino` row (the outside peer, an optional extra: see benchmarks/openvino_peer.py for its install) also
@@ -155,6 +156,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--folder", help="the random SD 1.5 folder (default: built once in the cache)")
     p.add_argument("--quick", action="store_true", help="a tiny SD 1.5-shaped UNet instead: a smoke test (seconds)")
+    p.add_argument("--key", default="unet_ab", help="the results file's entry this run writes (report.py prints "
+                   "unet_ab, unet_ab_openvino and unet_ab_jit)")
     p.add_argument("--out", help="results file (default benchmarks/results-compile-cpu.json; with --quick, "
                                  "/tmp/sdart-unet-ab-quick.json)")
     p.add_argument("--compile", action="store_true", help="add sdart's compiled artifacts (built if missing: minutes)")
@@ -234,7 +237,7 @@ def main() -> None:
         row["x_vs_first"] = round(base / row["median_s"], 2)
     out = Path(args.out or ("/tmp/sdart-unet-ab-quick.json" if args.quick else HERE / "results-compile-cpu.json"))
     data = json.loads(out.read_text()) if out.is_file() else {}
-    data["unet_ab"] = {"rows": rows, "rounds": args.rounds, "load_avg_end": load_average(),
+    data[args.key] = {"rows": rows, "rounds": args.rounds, "load_avg_end": load_average(),
                        "cpu": machine("cpu")["cpu"], "date": time.strftime("%Y-%m-%d %H:%M"),
                        "command": "python benchmarks/unet_ab.py " + " ".join(sys.argv[1:]),
                        **({"openvino_process": ov_process} if ov_process else {})}
