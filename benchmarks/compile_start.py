@@ -33,13 +33,6 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 APPROACHES = ("aoti", "aoti-frozen", "inductor", "inductor-frozen")
 
 
-def _vm_hwm_gib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) * 1024 / 2**30, 2)
-    return 0.0
-
-
 def child(args) -> None:
     """One fresh process: load the UNet, build or load its compiled form, call it `--calls` times."""
     launched = args.t0
@@ -50,6 +43,7 @@ def child(args) -> None:
     import torch
     from diffusers import UNet2DConditionModel
 
+    from measure import peak_rss_bytes
     from sdart.speed.compile import UNetCall
 
     marks["imports"] = time.time() - launched
@@ -97,7 +91,7 @@ def child(args) -> None:
             compiled(sample, timestep, context)
             times.append(round(time.perf_counter() - started, 3))
     row = {"approach": args.approach, "phase": args.phase, **{k: round(v, 2) for k, v in marks.items()},
-           "call_s": times, "peak_rss_gib": _vm_hwm_gib()}
+           "call_s": times, "peak_rss_gib": round(peak_rss_bytes() / 2**30, 2)}
     if reference is not None:
         row["max_abs_diff_vs_eager"] = round(float((out.float() - reference.float()).abs().max()), 4)
         row["reference_max_abs"] = round(float(reference.float().abs().max()), 3)

@@ -57,8 +57,9 @@ def child(args) -> None:
         app(argv, standalone_mode=False)
     finally:
         steps = [b - a for a, b in zip(marks, marks[1:])]
-        hwm = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
-                   if line.startswith("VmHWM:"))
+        from measure import peak_rss_bytes
+
+        hwm = peak_rss_bytes()
         print("CHILD_RESULT " + json.dumps({
             "config": args.config, "first_step_s": round(marks[0] - args.t0, 2) if marks else None,
             "step_s": [round(s, 2) for s in steps], "done_s": round(time.time() - args.t0, 2),

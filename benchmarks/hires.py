@@ -24,8 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
-from measure import GiB, load_average, machine, release_memory  # noqa: E402
-from run import _vm_hwm, model_folder  # noqa: E402
+from measure import GiB, load_average, machine, peak_rss_bytes, release_memory  # noqa: E402
+from run import model_folder  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
 # name → request fields on top of the prompt, seed and steps
@@ -93,11 +93,11 @@ def rss_child(args) -> None:
     from sdart.settings import Settings
 
     engine = Engine(settings=Settings(model=args.folder, device="cpu", memory=args.memory))
-    at_load = _vm_hwm()
+    at_load = peak_rss_bytes()
     engine.generate(prompt=PROMPT, seed=0, steps=args.steps, progress=False,
                     **scaled(CONFIGS[args.config], args.quick))
     print("CHILD_RESULT " + json.dumps({"config": f"peak RSS: {args.config}", "memory": args.memory,
-                                        "steps": args.steps, "peak_rss_process_gib": round(_vm_hwm() / GiB, 3),
+                                        "steps": args.steps, "peak_rss_process_gib": round(peak_rss_bytes() / GiB, 3),
                                         "peak_rss_at_load_gib": round(at_load / GiB, 3)}), flush=True)
 
 

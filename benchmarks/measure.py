@@ -125,6 +125,15 @@ def pixel_diff(a, b) -> dict[str, float]:
     return {"mean": round(float(d.mean()), 3), "max": round(float(d.max()), 1)}
 
 
+def peak_rss_bytes() -> int:
+    """Peak resident bytes of this whole process (VmHWM in /proc/self/status: its memory map's high-water mark,
+    which `/proc/self/clear_refs` can reset, unlike ru_maxrss)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -123,11 +123,10 @@ def max_abs_diff(peer: Peer, unet, inputs) -> dict[str, float]:
             "reference_max_abs": round(float(reference.abs().max()), 3)}
 
 
-def _status_gib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return round(int(line.split()[1]) * 1024 / 2**30, 3)
-    return 0.0
+def _peak_gib() -> float:
+    from measure import GiB, peak_rss_bytes
+
+    return round(peak_rss_bytes() / GiB, 3)
 
 
 def child(argv=None) -> None:
@@ -145,10 +144,10 @@ def child(argv=None) -> None:
     from random_models import load_unet
 
     unet = load_unet(Path(args.folder), torch.float32)
-    loaded = _status_gib("VmHWM")
+    loaded = _peak_gib()
     inputs = example_inputs(unet, 2, args.latent)
     peer, facts = build(unet, inputs, args.precision)
-    converted = _status_gib("VmHWM")
+    converted = _peak_gib()
     del unet
     release_memory()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
@@ -158,7 +157,7 @@ def child(argv=None) -> None:
         peer(*inputs)
         times.append(round(time.perf_counter() - started, 3))
     print("CHILD_RESULT " + json.dumps({**facts, "calls_s": times, "peak_rss_load_gib": loaded,
-                                        "peak_rss_convert_gib": converted, "peak_rss_calls_gib": _status_gib("VmHWM")}),
+                                        "peak_rss_convert_gib": converted, "peak_rss_calls_gib": _peak_gib()}),
           flush=True)
 
 

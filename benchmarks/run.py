@@ -25,7 +25,17 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]  # run from a checkout, ins
 
 import torch  # noqa: E402
 
-from measure import GiB, PeakRSS, load_average, machine, median_of, pixel_diff, release_memory, timed_call  # noqa: E402
+from measure import (  # noqa: E402
+    GiB,
+    PeakRSS,
+    load_average,
+    machine,
+    median_of,
+    peak_rss_bytes,
+    pixel_diff,
+    release_memory,
+    timed_call,
+)
 
 PROMPT = "a photograph of an astronaut riding a horse"
 
@@ -305,23 +315,15 @@ def rss_child(args) -> None:
 
     engine = Engine(settings=Settings(model=args.folder, device="cpu", quantize=args.quantize, memory=args.memory,
                                       compile="never"))
-    after_load = _vm_hwm()
+    after_load = peak_rss_bytes()
     engine.generate(prompt=PROMPT, steps=2, seed=0, progress=False)
-    peak = _vm_hwm()
+    peak = peak_rss_bytes()
     settled = PeakRSS().current()  # resident after the run: weights + libraries + allocator caches
     print("CHILD_RESULT " + json.dumps([{"config": f"process peak RSS, quantize={args.quantize}, memory={args.memory}",
                                           "memory": args.memory,
                                           "peak_rss_process_gib": round(peak / GiB, 2),
                                           "peak_rss_at_load_gib": round(after_load / GiB, 2),
                                           "rss_after_run_gib": round(settled / GiB, 2)}]), flush=True)
-
-
-def _vm_hwm() -> int:
-    """Peak resident bytes of this process (VmHWM in /proc/self/status)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def rss_runs(bench: Bench, folder: Path) -> None:
