@@ -71,10 +71,11 @@ def ray_executor(settings: Settings, folder: Path, *, workers: int = 1, gpus_per
         try:
             for row in results.iter_rows():
                 yield json.loads(row["record"])
-        except ray.exceptions.GetTimeoutError:
+        except ray.exceptions.GetTimeoutError as exc:  # Ray's own text stays on __cause__
             raise RuntimeError(f"Ray did not start {workers} worker(s) within {ACTOR_START_TIMEOUT_S} s: the cluster "
                                f"lacks the resources for --workers {workers} × {cpus:g} CPU and {gpus:g} GPU "
-                               "(--cpus-per-worker, --gpus-per-worker)") from None
+                               "(--cpus-per-worker, --gpus-per-worker), or each worker's model load (a first "
+                               "download) took longer") from exc
 
     return execute
 
