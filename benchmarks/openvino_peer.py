@@ -74,11 +74,11 @@ def convert(unet, inputs) -> tuple[object, float]:
     return model, time.perf_counter() - started
 
 
-def compile_model(model, precision: str = "bf16", threads: int | None = None) -> tuple[object, float]:
-    """Compiled for "CPU": one stream on `threads` threads (default torch's, so both sides use the same cores),
+def compile_model(model, precision: str = "bf16") -> tuple[object, float]:
+    """Compiled for "CPU": one stream on torch's thread count (so both sides use the same cores),
     computing in `precision` ("bf16"; "f32" to check the conversion itself). Returns it and the seconds taken."""
     ov = import_openvino()
-    config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+    config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": torch.get_num_threads(),
               "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
     started = time.perf_counter()
     compiled = ov.Core().compile_model(model, "CPU", config)
@@ -129,7 +129,7 @@ def _peak_gib() -> float:
     return round(peak_rss_bytes() / GiB, 3)
 
 
-def child(argv=None) -> None:
+def child() -> None:
     """An OpenVINO-only process: load the fp32 UNet, convert, compile, free the torch model, call it. Peak RSS
     (VmHWM) of the conversion, then of the calls alone (the peak reset by /proc/self/clear_refs after the torch
     model is gone: what a process serving an already converted model holds)."""
@@ -138,7 +138,7 @@ def child(argv=None) -> None:
     p.add_argument("--calls", type=int, default=3)
     p.add_argument("--latent", type=int, default=64, help="latent side (64: 512²)")
     p.add_argument("--precision", default="bf16")
-    args = p.parse_args(argv)
+    args = p.parse_args()
     import_openvino()  # before the load: a missing install fails at once, naming its command
     from measure import release_memory
     from random_models import load_unet

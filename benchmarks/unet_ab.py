@@ -143,12 +143,13 @@ def variants(folder: Path, compile: bool = False, jit: bool = False, cache_dir: 
 
 
 def tiny_folder() -> Path:
-    """sdart's tiny SD 1.5-shaped test model (2 levels, 32/64 channels, text width 32), saved in a temp folder."""
-    import tempfile
-
+    """sdart's tiny SD 1.5-shaped test model (2 levels, 32/64 channels, text width 32), saved once in the
+    benchmarks' cache (random_models.cache_dir)."""
+    from random_models import cache_dir
     from sdart.testing import save_tiny_model
 
-    return save_tiny_model(Path(tempfile.mkdtemp(prefix="sdart-unet-ab-")) / "tiny", "sd15")
+    folder = cache_dir() / "tiny-sd15"
+    return folder if (folder / "model_index.json").is_file() else save_tiny_model(folder, "sd15")
 
 
 def main() -> None:
