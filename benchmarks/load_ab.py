@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,22 +24,20 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 CHILD = """
-import sys, time
+import json, sys, time
 started = float(sys.argv[1])
 from sdart.engine import Engine
 Engine(sys.argv[2])
-print("LOADED_AFTER_S", time.time() - started)
+print("CHILD_RESULT", json.dumps({"loaded_after_s": time.time() - started}))
 """
 
 
 def load_once(tree: Path, folder: str) -> float:
+    from measure import child_result
+
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, repr(time.time()), folder], capture_output=True, text=True,
-                          env=env, timeout=900)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("LOADED_AFTER_S ")]
-    if not lines:
-        raise SystemExit(f"{tree}: the child failed:\n{proc.stderr[-2000:]}")
-    return float(lines[-1].split()[1])
+    command = [sys.executable, "-c", CHILD, repr(time.time()), folder]
+    return child_result(command, timeout=900, env=env)["loaded_after_s"]
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
 import platform
 import subprocess
@@ -123,6 +124,20 @@ def pixel_diff(a, b) -> dict[str, float]:
     y = np.asarray(b, dtype=np.float32)
     d = np.abs(x - y)
     return {"mean": round(float(d.mean()), 3), "max": round(float(d.max()), 1)}
+
+
+CHILD_RESULT = "CHILD_RESULT "  # how a benchmark's child process prints its one JSON result line
+
+
+def child_result(command: list[str], *, timeout: float, env: dict[str, str] | None = None) -> dict:
+    """Run a benchmark's child process and return the JSON of its last CHILD_RESULT line; SystemExit with the
+    child's stderr when it printed none."""
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(CHILD_RESULT)]
+    if not lines:
+        raise SystemExit(f"{Path(command[1]).name if len(command) > 1 else command[0]} failed (rc {proc.returncode}):"
+                         f"\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1].removeprefix(CHILD_RESULT))
 
 
 def peak_rss_bytes() -> int:

@@ -78,14 +78,9 @@ def openvino_row(fp32: torch.nn.Module, check_f32: bool = False) -> tuple[object
 
 def openvino_process(folder: Path) -> dict:
     """An OpenVINO-only child process (openvino_peer.py): conversion time and peak RSS without the torch rows."""
-    import subprocess
+    from measure import child_result
 
-    command = [sys.executable, str(HERE / "openvino_peer.py"), "--folder", str(folder)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("CHILD_RESULT ")]
-    if not lines:
-        raise SystemExit(f"the OpenVINO process failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-    row = json.loads(lines[-1].removeprefix("CHILD_RESULT "))
+    row = child_result([sys.executable, str(HERE / "openvino_peer.py"), "--folder", str(folder)], timeout=3600)
     print(f"OpenVINO-only process: {row}", flush=True)
     return row
 
